@@ -1,0 +1,5 @@
+"""TOAST operators of toast_crab."""
+
+from .inject_crab import InjectCRAB
+
+__all__ = ["InjectCRAB"]

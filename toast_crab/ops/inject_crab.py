@@ -1,0 +1,359 @@
+"""TOAST operator that adds generator-made cosmic-ray timestreams to detector data."""
+
+import numpy as np
+import traitlets
+from astropy import units as u
+from toast.observation import default_values as defaults
+from toast.ops.operator import Operator
+from toast.timing import Timer, function_timer
+from toast.traits import Float, Int, Quantity, Unicode, Unit, trait_docs
+from toast.utils import Logger
+
+from ..bundle import default_bundle_path, load_bundle, read_card
+from ..calibration import dpdt_cmb
+from ..generation import (
+    DEFAULT_COMPONENT,
+    ChunkGenerator,
+    StreamRequest,
+    configure_tensorflow_threads,
+    stream_keys,
+)
+
+__all__ = ["InjectCRAB"]
+
+# Relative difference allowed between the detector and bundle sample rates. The
+# nominal rates of a focalplane and a card are the same number when they match.
+_RATE_RTOL = 1.0e-6
+
+
+@trait_docs
+class InjectCRAB(Operator):
+    """Add cosmic-ray timestreams drawn from a trained generator to detector data.
+
+    The operator loads a model bundle (a Keras generator and its JSON card) once. For
+    every observation and every selected local detector it draws the latent vector of
+    each chunk from TOAST's counter-based RNG, keyed on the realization, the
+    telescope, session and detector uids, the component id and the absolute chunk
+    index; runs the generator in fixed-size batches; converts the chunks from watts
+    of absorbed power to the units of ``det_data``; and adds them. The result is
+    bit-identical for any MPI process grid and any detector or time distribution.
+
+    Chunks sit on a grid anchored at the first sample of the observation's session,
+    so time-distributed data and observations that start inside a session are
+    covered without shifts. Consecutive chunks are independent draws, so the
+    timestream has a seam every ``chunk_length`` samples.
+
+    Units: power units (W and multiples) get the generator output directly.
+    Temperature units are taken as CMB thermodynamic temperature (TOAST's ``K``):
+    the output is divided by ``calibration`` or, when that is unset, by dP/dT_CMB of
+    each detector's top-hat band (focalplane columns ``bandcenter`` and
+    ``bandwidth``) times ``optical_efficiency``.
+
+    Every check (bundle, sample rates, units, calibration inputs, flag keys) runs on
+    all observations before any data are changed, so a rejected configuration leaves
+    ``det_data`` as it was.
+
+    Limitations: only unconditioned generators run (cards with an empty
+    ``conditioning``); the bundle's sample rate must equal the focalplane's; an
+    unexpected failure inside TensorFlow after the checks can leave earlier
+    observations already injected.
+
+    """
+
+    # Class traits
+
+    API = Int(0, help="Internal interface version for this operator")
+
+    model = Unicode(
+        None,
+        allow_none=True,
+        help="Path of the model bundle ('.keras' file or its '.json' card); None uses "
+        "the bundle shipped with toast_crab",
+    )
+
+    det_data = Unicode(
+        defaults.det_data, help="Observation detdata key to add cosmic-ray timestreams to"
+    )
+
+    det_data_units = Unit(
+        defaults.det_data_units, help="Output units if creating detector data"
+    )
+
+    realization = Int(0, help="The cosmic-ray realization index, in [0, 2**31)")
+
+    component = Int(
+        DEFAULT_COMPONENT,
+        help="RNG component id, in [0, 2**24); keeps these streams apart from others",
+    )
+
+    calibration = Quantity(
+        None,
+        allow_none=True,
+        help="dP/dT_CMB used for every detector (W / K); None computes it per detector "
+        "from the focalplane bandcenter and bandwidth",
+    )
+
+    optical_efficiency = Float(
+        1.0,
+        help="Optical efficiency in (0, 1] used with the focalplane band when "
+        "calibration is None",
+    )
+
+    det_mask = Int(
+        defaults.det_mask_nonscience,
+        help="Bit mask value for per-detector flagging; flagged detectors get nothing",
+    )
+
+    det_flags = Unicode(
+        defaults.det_flags,
+        allow_none=True,
+        help="Observation detdata key for flags to use",
+    )
+
+    det_flag_mask = Int(
+        0,
+        help="Bit mask value for detector sample flagging; flagged samples get nothing "
+        "(0 injects into every sample)",
+    )
+
+    batch_size = Int(
+        256, help="Chunks per generator call; the output bits depend on it"
+    )
+
+    tf_threads = Int(
+        0,
+        help="TensorFlow intra-op threads per process; 0 uses OMP_NUM_THREADS (1 if unset)",
+    )
+
+    @traitlets.validate("realization")
+    def _check_realization(self, proposal):
+        value = proposal["value"]
+        if not 0 <= value < 2**31:
+            raise traitlets.TraitError(
+                f"realization must be in [0, 2**31). Got {value}."
+            )
+        return value
+
+    @traitlets.validate("component")
+    def _check_component(self, proposal):
+        value = proposal["value"]
+        if not 0 <= value < 2**24:
+            raise traitlets.TraitError(f"component must be in [0, 2**24). Got {value}.")
+        return value
+
+    @traitlets.validate("calibration")
+    def _check_calibration(self, proposal):
+        value = proposal["value"]
+        if value is None:
+            return value
+        if not value.unit.is_equivalent(u.W / u.K):
+            raise traitlets.TraitError(
+                f"calibration must be a power per temperature such as "
+                f"Quantity('3.6e-13 W / K'). Got {value}."
+            )
+        if not (np.isfinite(value.value) and value.value > 0):
+            raise traitlets.TraitError(f"calibration must be positive. Got {value}.")
+        return value
+
+    @traitlets.validate("optical_efficiency")
+    def _check_optical_efficiency(self, proposal):
+        value = proposal["value"]
+        if not 0.0 < value <= 1.0:
+            raise traitlets.TraitError(
+                f"optical_efficiency must be in (0, 1]. Got {value}."
+            )
+        return value
+
+    @traitlets.validate("batch_size")
+    def _check_batch_size(self, proposal):
+        value = proposal["value"]
+        if value < 1:
+            raise traitlets.TraitError(f"batch_size must be at least 1. Got {value}.")
+        return value
+
+    @traitlets.validate("det_mask", "det_flag_mask")
+    def _check_masks(self, proposal):
+        value = proposal["value"]
+        if value < 0:
+            raise traitlets.TraitError(f"Flag masks must be non-negative. Got {value}.")
+        return value
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._bundle = None
+        self._bundle_path = None
+        self._generator = None
+
+    def _model_path(self):
+        return default_bundle_path() if self.model is None else self.model
+
+    def _load(self):
+        """Load the bundle once per process; reload only if the path changed."""
+        path = self._model_path()
+        if self._bundle is None or self._bundle_path != path:
+            configure_tensorflow_threads(self.tf_threads)
+            self._bundle = load_bundle(path)
+            self._bundle_path = path
+            self._generator = None
+        if self._generator is None or self._generator.batch_size != self.batch_size:
+            self._generator = ChunkGenerator(
+                self._bundle, batch_size=self.batch_size, component=self.component
+            )
+        self._generator.component = self.component
+        return self._bundle, self._generator
+
+    @function_timer
+    def _exec(self, data, detectors=None, **kwargs):
+        log = Logger.get()
+        timer = Timer()
+        timer.start()
+
+        # Check everything before touching any data.
+        card = read_card(self._model_path())
+        plans = [self._plan_observation(ob, card, detectors) for ob in data.obs]
+        _, generator = self._load()
+
+        n_dets = 0
+        n_samples = 0
+        for ob, plan in zip(data.obs, plans):
+            ob.detdata.ensure(
+                self.det_data, detectors=plan["all_dets"], create_units=self.det_data_units
+            )
+            if len(plan["dets"]) == 0:
+                continue
+            self._inject_observation(ob, plan, generator)
+            n_dets += len(plan["dets"])
+            n_samples += len(plan["dets"]) * ob.n_local_samples
+
+        comm = data.comm.comm_world
+        if comm is not None:
+            n_samples = comm.allreduce(n_samples)
+        log.info_rank(
+            f"InjectCRAB added cosmic rays from {card['name']!r} to {n_samples} "
+            f"detector samples in",
+            comm=comm,
+            timer=timer,
+        )
+
+    def _plan_observation(self, ob, card, detectors):
+        """Validate one observation and return what to inject where."""
+        all_dets = ob.select_local_detectors(detectors)
+        dets = ob.select_local_detectors(detectors, flagmask=self.det_mask)
+        focalplane = ob.telescope.focalplane
+
+        rate_hz = focalplane.sample_rate.to_value(u.Hz)
+        card_rate_hz = float(card["sample_rate_hz"])
+        if abs(rate_hz - card_rate_hz) > _RATE_RTOL * card_rate_hz:
+            raise ValueError(
+                f"Observation {ob.name!r} is sampled at {rate_hz} Hz but model "
+                f"{card['name']!r} was trained at {card_rate_hz} Hz. Use a bundle "
+                f"trained at {rate_hz} Hz, or simulate the detectors at {card_rate_hz} Hz."
+            )
+
+        if self.det_data in ob.detdata:
+            units = ob.detdata[self.det_data].units
+        else:
+            units = self.det_data_units
+        scale = self._unit_scale(ob, focalplane, dets, units)
+
+        if self.det_flag_mask != 0 and len(dets) > 0:
+            if self.det_flags is None or self.det_flags not in ob.detdata:
+                raise KeyError(
+                    f"det_flag_mask is {self.det_flag_mask} but observation {ob.name!r} "
+                    f"has no detector flags {self.det_flags!r}. Set det_flags to an "
+                    "existing flag key, or det_flag_mask to 0."
+                )
+
+        return {
+            "all_dets": all_dets,
+            "dets": dets,
+            "scale": scale,
+            "first_sample": self._session_offset(ob, rate_hz) + ob.local_index_offset,
+        }
+
+    def _unit_scale(self, ob, focalplane, dets, units):
+        """Return per-detector factors from W to ``units``."""
+        if units.is_equivalent(u.W):
+            factor = (1.0 * u.W).to_value(units)
+            return {det: factor for det in dets}
+        if not units.is_equivalent(u.K):
+            raise ValueError(
+                f"InjectCRAB cannot add to {self.det_data!r} of observation {ob.name!r} "
+                f"in units {units}: they are neither power nor temperature. Use a key in "
+                "W (or a multiple) or in K_CMB (K or a multiple)."
+            )
+        kelvin = (1.0 * u.K).to_value(units)
+        if self.calibration is not None:
+            factor = kelvin / self.calibration.to_value(u.W / u.K)
+            return {det: factor for det in dets}
+        if len(dets) == 0:
+            return {}
+        columns = focalplane.detector_data.colnames
+        missing = [name for name in ("bandcenter", "bandwidth") if name not in columns]
+        if missing:
+            raise ValueError(
+                f"Focalplane of observation {ob.name!r} has no column {missing}, needed to "
+                "convert W to K_CMB. Set InjectCRAB.calibration to a dP/dT in W / K, or "
+                "add bandcenter and bandwidth to the focalplane."
+            )
+        scale = {}
+        for det in dets:
+            dpdt = dpdt_cmb(
+                focalplane[det]["bandcenter"],
+                focalplane[det]["bandwidth"],
+                self.optical_efficiency,
+            )
+            scale[det] = kelvin / dpdt.to_value(u.W / u.K)
+        return scale
+
+    @staticmethod
+    def _session_offset(ob, rate_hz):
+        """Return the session-grid index of the observation's first sample."""
+        start = getattr(ob.session, "start", None)
+        if start is None or ob.n_local_samples == 0:
+            return 0
+        times = ob.shared[defaults.times].data
+        first = times[0] - ob.local_index_offset / rate_hz
+        # NOTE: exact when samples lie on the session's sample grid, as in SimSatellite.
+        return max(0, int(round((first - start.timestamp()) * rate_hz)))
+
+    def _inject_observation(self, ob, plan, generator):
+        focalplane = ob.telescope.focalplane
+        requests = []
+        for det in plan["dets"]:
+            keys = stream_keys(
+                self.realization,
+                ob.telescope.uid,
+                ob.session.uid,
+                focalplane[det]["uid"],
+            )
+            requests.append(StreamRequest(keys, plan["first_sample"], ob.n_local_samples))
+
+        target = ob.detdata[self.det_data]
+        flags = None
+        if self.det_flag_mask != 0:
+            flags = ob.detdata[self.det_flags]
+        for index, offset, values_w in generator.iter_segments(requests):
+            det = plan["dets"][index]
+            segment = slice(offset, offset + values_w.size)
+            values = values_w * plan["scale"][det]
+            if flags is not None:
+                good = (flags[det][segment] & self.det_flag_mask) == 0
+                target[det][segment][good] += values[good]
+            else:
+                target[det][segment] += values
+
+    def _finalize(self, data, **kwargs):
+        return
+
+    def _requires(self):
+        req = {
+            "shared": [defaults.times],
+            "detdata": [self.det_data],
+        }
+        if self.det_flag_mask != 0 and self.det_flags is not None:
+            req["detdata"].append(self.det_flags)
+        return req
+
+    def _provides(self):
+        return {"detdata": [self.det_data]}
