@@ -36,7 +36,7 @@ def _inject(comm, bundle_path, groupsize=0, distribute_time=False, realization=0
 
 @pytest.fixture(scope="module")
 def reference(bundle_path):
-    # One process holds everything: the layout every other run must reproduce.
+    # One process contains all the data: the layout every other run must reproduce.
     return _inject(MPI.COMM_SELF, bundle_path) if WORLD.size > 1 else None
 
 
