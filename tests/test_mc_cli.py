@@ -63,3 +63,31 @@ def test_cli_module_entry_point(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert read_training_set(str(out)).chunks.shape == (1, 100)
+
+
+def test_cli_group_of_detectors(tmp_path, capsys):
+    out = tmp_path / "group.h5"
+    plot = tmp_path / "group.png"
+    status = main(
+        ["--n-chunks", "4", "--n-runs", "2", "--chunk-length", "200", "--n-detectors", "6",
+         "--seed", "3", "--out", str(out), "--plot", str(plot)]
+    )
+    assert status == 0
+    assert "6 detectors x 200 samples" in capsys.readouterr().out
+    training_set = read_training_set(str(out))
+    assert training_set.chunks.shape == (4, 6, 200)
+    assert training_set.n_detectors == 6
+    assert training_set.provenance["n_detectors"] == 6
+    assert np.array(training_set.provenance["detector_positions_m"]).shape == (6, 2)
+    # Detectors of one wafer share its hits, so their chunks are correlated.
+    correlation = np.corrcoef(training_set.chunks[0])
+    assert correlation[0, 1] > 0.5
+    assert plot.stat().st_size > 10_000
+
+
+def test_cli_too_many_detectors_exit_code(tmp_path, capsys):
+    status = main(
+        ["--n-chunks", "1", "--n-detectors", "400", "--out", str(tmp_path / "x.h5")]
+    )
+    assert status == 2
+    assert "more than wafer_side_m" in capsys.readouterr().err

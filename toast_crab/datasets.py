@@ -1,13 +1,19 @@
 """Training sets of cosmic-ray timestream chunks in HDF5.
 
-Layout of a training-set file (format version 1):
+Layout of a training-set file:
 
-* ``/chunks``: (n_chunks, chunk_length) float64, W. Optical-power-equivalent change
-  of absorbed power, baseline removed.
+* ``/chunks``: float64, W. Optical-power-equivalent change of absorbed power, baseline
+  removed. Format version 1: (n_chunks, chunk_length), one detector per chunk. Format
+  version 2: (n_chunks, n_detectors, chunk_length), a group of detectors on one wafer
+  per chunk, recorded simultaneously.
 * ``/labels/<name>``: (n_chunks,) arrays, one per label. ``run_id`` is required: it
   names the independent MC run (one continuous timeline) that a chunk was cut from.
 * root attributes: ``format``, ``format_version``, ``sample_rate_hz``, ``chunk_length``,
-  ``unit`` and ``provenance`` (a JSON string: MC config, seeds, versions, command).
+  ``unit`` and ``provenance`` (a JSON string: MC config, seeds, versions, command);
+  version 2 adds ``n_detectors``.
+
+Single-detector sets are written as version 1, so readers that know only version 1
+still read them; group sets are version 2.
 
 Splits go by run, never by chunk, because adjacent chunks of one run share decaying
 tails and are not independent.
@@ -23,6 +29,7 @@ import numpy as np
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "GROUP_FORMAT_VERSION",
     "TrainingSet",
     "read_training_set",
     "split_by_run",
@@ -30,7 +37,11 @@ __all__ = [
 ]
 
 FORMAT_NAME = "toast_crab.training_set"
+# Version of single-detector sets, (n_chunks, chunk_length).
 FORMAT_VERSION = 1
+# Version of detector-group sets, (n_chunks, n_detectors, chunk_length).
+GROUP_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (FORMAT_VERSION, GROUP_FORMAT_VERSION)
 
 
 @dataclass
@@ -38,7 +49,8 @@ class TrainingSet:
     """Chunks of cosmic-ray timestream with their labels.
 
     Attributes:
-        chunks (ndarray): (n_chunks, chunk_length) float64, W.
+        chunks (ndarray): (n_chunks, chunk_length) float64, W, for one detector, or
+            (n_chunks, n_detectors, chunk_length) for a group of detectors.
         labels (dict): label name -> (n_chunks,) array. Always has ``run_id``.
         sample_rate_hz (float): Sample rate of the chunks.
         provenance (dict): How the chunks were made (MC config, seeds, versions).
@@ -51,7 +63,13 @@ class TrainingSet:
 
     @property
     def chunk_length(self):
-        return int(self.chunks.shape[1])
+        """Samples per chunk (int)."""
+        return int(self.chunks.shape[-1])
+
+    @property
+    def n_detectors(self):
+        """Detectors per chunk (int): 1 for 2-D chunks."""
+        return 1 if self.chunks.ndim == 2 else int(self.chunks.shape[1])
 
     @property
     def n_chunks(self):
@@ -69,10 +87,10 @@ class TrainingSet:
 
 
 def _check_inputs(chunks, labels, sample_rate_hz):
-    if chunks.ndim != 2 or chunks.shape[0] == 0 or chunks.shape[1] == 0:
+    if chunks.ndim not in (2, 3) or 0 in chunks.shape:
         raise ValueError(
-            f"chunks must be a non-empty 2-D array (n_chunks, chunk_length). "
-            f"Got shape {chunks.shape}."
+            f"chunks must be a non-empty 2-D array (n_chunks, chunk_length) or 3-D array "
+            f"(n_chunks, n_detectors, chunk_length). Got shape {chunks.shape}."
         )
     if not np.all(np.isfinite(chunks)):
         raise ValueError("chunks contain NaN or infinite values; fix the MC output first.")
@@ -97,7 +115,8 @@ def write_training_set(path, chunks, labels, sample_rate_hz, provenance=None):
     Args:
         path (str): Output file; its folder is created if missing. An existing file
             is replaced.
-        chunks (array): (n_chunks, chunk_length) float64, W.
+        chunks (array): (n_chunks, chunk_length) float64, W, written as format
+            version 1; or (n_chunks, n_detectors, chunk_length), written as version 2.
         labels (dict): label name -> (n_chunks,) array; must include ``run_id``.
         sample_rate_hz (float): Sample rate of the chunks.
         provenance (dict): JSON-serializable record of how the chunks were made.
@@ -114,9 +133,11 @@ def write_training_set(path, chunks, labels, sample_rate_hz, provenance=None):
     os.makedirs(folder, exist_ok=True)
     with h5py.File(path, "w") as hf:
         hf.attrs["format"] = FORMAT_NAME
-        hf.attrs["format_version"] = FORMAT_VERSION
+        hf.attrs["format_version"] = FORMAT_VERSION if chunks.ndim == 2 else GROUP_FORMAT_VERSION
         hf.attrs["sample_rate_hz"] = float(sample_rate_hz)
-        hf.attrs["chunk_length"] = int(chunks.shape[1])
+        hf.attrs["chunk_length"] = int(chunks.shape[-1])
+        if chunks.ndim == 3:
+            hf.attrs["n_detectors"] = int(chunks.shape[1])
         hf.attrs["unit"] = "W"
         hf.attrs["provenance"] = provenance_json
         hf.create_dataset("chunks", data=chunks, compression="gzip", shuffle=True)
@@ -150,17 +171,27 @@ def read_training_set(path):
     with hf:
         fmt = hf.attrs.get("format")
         version = hf.attrs.get("format_version")
+        # h5py returns numpy scalars; show them as plain numbers in messages.
+        version = version.item() if hasattr(version, "item") else version
         if fmt != FORMAT_NAME:
             raise ValueError(
                 f"{path!r} is not a toast_crab training set (format attribute {fmt!r}, "
                 f"expected {FORMAT_NAME!r}). Make one with `crab-mc`."
             )
-        if version != FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
                 f"{path!r} has training-set format version {version!r}; this "
-                f"toast_crab reads version {FORMAT_VERSION}. Regenerate it with `crab-mc`."
+                f"toast_crab reads versions {list(_READABLE_VERSIONS)}. Regenerate it "
+                "with `crab-mc`."
             )
         chunks = hf["chunks"][...]
+        expected_ndim = 2 if version == FORMAT_VERSION else 3
+        if chunks.ndim != expected_ndim:
+            raise ValueError(
+                f"{path!r} is format version {version} but its chunks have shape "
+                f"{chunks.shape}; version {version} stores {expected_ndim}-D chunks. "
+                "The file is damaged; regenerate it with `crab-mc`."
+            )
         labels = {name: hf["labels"][name][...] for name in hf["labels"]}
         sample_rate_hz = float(hf.attrs["sample_rate_hz"])
         provenance = json.loads(hf.attrs["provenance"])

@@ -4,6 +4,7 @@ Example::
 
     crab-mc --config examples/mc_default.toml --n-chunks 20000 --n-runs 100 --seed 1 \\
         --out train.h5 --plot train.png
+    crab-mc --n-chunks 2000 --n-detectors 12 --out group.h5   # 12 neighbouring detectors
 """
 
 import argparse
@@ -45,6 +46,11 @@ def build_parser():
         "200 chunks, at least 1)",
     )
     parser.add_argument("--chunk-length", type=int, default=1060, help="samples per chunk")
+    parser.add_argument(
+        "--n-detectors", type=int, default=1,
+        help="detectors per chunk on one wafer: 1 writes (n_chunks, chunk_length) chunks, "
+        "N > 1 writes (n_chunks, N, chunk_length) chunks of neighbouring detectors",
+    )
     parser.add_argument("--seed", type=int, default=0, help="root seed (non-negative integer)")
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate runs")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
@@ -82,7 +88,8 @@ def main(argv=None):
         with tqdm(total=args.n_chunks, unit="chunk", desc="crab-mc") as bar:
             result = simulate_training_chunks(
                 config, args.n_chunks, chunk_length=args.chunk_length, seed=args.seed,
-                n_runs=n_runs, progress=bar.update, n_workers=args.workers,
+                n_runs=n_runs, n_detectors=args.n_detectors, progress=bar.update,
+                n_workers=args.workers,
             )
         simulate_s = time.perf_counter() - start
     except (ValueError, TypeError, FileNotFoundError) as error:
@@ -105,8 +112,9 @@ def main(argv=None):
     )
     total_s = time.perf_counter() - start
     size_mb = os.path.getsize(args.out) / 1.0e6
+    detectors = "" if args.n_detectors == 1 else f"{args.n_detectors} detectors x "
     print(
-        f"crab-mc: wrote {args.out} ({size_mb:.1f} MB): {args.n_chunks} chunks x "
+        f"crab-mc: wrote {args.out} ({size_mb:.1f} MB): {args.n_chunks} chunks x {detectors}"
         f"{args.chunk_length} samples at {result.sample_rate_hz:g} Hz from {n_runs} runs, "
         f"seed {args.seed}, in {total_s:.1f} s ({args.n_chunks / simulate_s:.1f} chunks/s "
         "simulated)"

@@ -11,11 +11,14 @@ The physical meaning and source of each default are listed in ``docs/mc.md``.
 """
 
 import dataclasses
+import datetime
 import math
 import numbers
 import tomllib
 import warnings
 from pathlib import Path
+
+from toast_crab.mc.solar_cycle import parse_date, phi_at_date
 
 __all__ = [
     "KNOWN_SPECIES",
@@ -23,6 +26,7 @@ __all__ = [
     "ISLAND_MATERIALS",
     "MCWarning",
     "EnvironmentConfig",
+    "SolarCycleConfig",
     "DetectorConfig",
     "WaferConfig",
     "ReadoutConfig",
@@ -87,6 +91,9 @@ class EnvironmentConfig:
             measured in the 2009-2010 solar minimum.
         phi_range_gv (tuple or None): When given as (min, max) in GV, each MC run draws its
             own phi uniformly in this range and ``phi_gv`` is not used.
+        mission_date (str or None): ISO 8601 date (e.g. "2032-06-01"). When given, phi
+            comes from the solar-cycle model (``SolarCycleConfig``) at that date and
+            ``phi_gv`` is not used. Exclusive with ``phi_range_gv``.
         species (tuple of str): Particle species to simulate, names from ``KNOWN_SPECIES``.
         helium_scale (float): k_He, the helium LIS as a multiple of the proton LIS in
             rigidity (dimensionless).
@@ -98,6 +105,7 @@ class EnvironmentConfig:
 
     phi_gv: float = 0.35
     phi_range_gv: tuple | None = None
+    mission_date: str | None = None
     species: tuple = ("p", "He")
     helium_scale: float = 0.117
     heavy_fraction: float = 0.1
@@ -128,6 +136,20 @@ class EnvironmentConfig:
                 )
             _set(self, "phi_range_gv", (low, high))
 
+        if self.mission_date is not None:
+            moment = parse_date(self.mission_date, name=f"{owner}.mission_date")
+            if self.phi_range_gv is not None:
+                raise ValueError(
+                    f"{owner} sets both mission_date ({self.mission_date!r}) and phi_range_gv "
+                    f"({self.phi_range_gv!r}); keep one: a date gives one phi, a range draws "
+                    "phi per run"
+                )
+            # Store the ISO string so that the configuration stays JSON-serialisable.
+            if isinstance(self.mission_date, datetime.datetime):
+                _set(self, "mission_date", moment.isoformat())
+            elif isinstance(self.mission_date, datetime.date):
+                _set(self, "mission_date", self.mission_date.isoformat())
+
         if isinstance(self.species, str):
             raise TypeError(
                 f"{owner}.species must be a list of species names, got the string "
@@ -156,6 +178,57 @@ class EnvironmentConfig:
             "cutoff_energy_mev_per_nucleon",
             _check_positive(owner, "cutoff_energy_mev_per_nucleon", self.cutoff_energy_mev_per_nucleon),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SolarCycleConfig:
+    """Smooth model of the modulation potential over the solar cycle, phi(t).
+
+    See ``toast_crab.mc.solar_cycle`` for the curve. phi values are on the scale of the
+    Corti et al. (2019) proton LIS; docs/mc.md lists the status of each default.
+
+    Attributes:
+        phi_min_gv (float): phi at the modulation minimum (highest cosmic-ray flux), GV.
+            0.30 GV reproduces the ~5 cm^-2 s^-1 that Planck measured at L2 in 2009-2010.
+        phi_max_gv (float): phi at the modulation maximum, GV. Assumed value for a weak to
+            average solar cycle such as cycles 24 and 25.
+        minimum_year (float): Decimal year of one modulation minimum. 2009.7 assumes that
+            the cosmic-ray maximum lagged the December 2008 sunspot minimum by 0.75 yr.
+        period_years (float): Cycle length, years. Cycle 24 ran from December 2008 to
+            December 2019 (11.0 yr).
+        rise_fraction (float): Share of the cycle from the phi minimum to the phi maximum.
+            Sunspot numbers rose for 5.3 yr (cycle 24) and about 4.8 yr (cycle 25) of 11.
+    """
+
+    phi_min_gv: float = 0.30
+    # NOTE: no force-field phi series on the Corti et al. (2019) LIS scale was available;
+    # 0.75 GV at maximum is an assumption, not a fit.
+    phi_max_gv: float = 0.75
+    minimum_year: float = 2009.7
+    period_years: float = 11.0
+    rise_fraction: float = 0.45
+
+    def __post_init__(self):
+        owner = "SolarCycleConfig"
+        phi_min = _check_real(owner, "phi_min_gv", self.phi_min_gv)
+        phi_max = _check_real(owner, "phi_max_gv", self.phi_max_gv)
+        if phi_min < 0.0 or phi_max < phi_min:
+            raise ValueError(
+                f"{owner} must satisfy 0 <= phi_min_gv <= phi_max_gv, got phi_min_gv = "
+                f"{phi_min!r}, phi_max_gv = {phi_max!r}; e.g. 0.30 and 0.75 GV"
+            )
+        _set(self, "phi_min_gv", phi_min)
+        _set(self, "phi_max_gv", phi_max)
+        _set(self, "minimum_year", _check_real(owner, "minimum_year", self.minimum_year))
+        _set(self, "period_years", _check_positive(owner, "period_years", self.period_years))
+        rise = _check_real(owner, "rise_fraction", self.rise_fraction)
+        if not 0.0 < rise < 1.0:
+            raise ValueError(f"{owner}.rise_fraction must be in (0, 1), got {rise!r}")
+        _set(self, "rise_fraction", rise)
+
+    def phi_gv(self, date):
+        """Return phi at a date (ISO 8601 string, date or datetime), GV."""
+        return phi_at_date(date, self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,6 +479,7 @@ class ReadoutConfig:
 
 _SECTIONS = {
     "environment": EnvironmentConfig,
+    "solar_cycle": SolarCycleConfig,
     "detector": DetectorConfig,
     "wafer": WaferConfig,
     "readout": ReadoutConfig,
@@ -418,12 +492,14 @@ class MCConfig:
 
     Attributes:
         environment (EnvironmentConfig): Particle flux.
+        solar_cycle (SolarCycleConfig): phi(t), used when ``environment.mission_date`` is set.
         detector (DetectorConfig): TES island and electrothermal parameters.
         wafer (WaferConfig): Wafer geometry and thermal response.
         readout (ReadoutConfig): Sampling and filtering.
     """
 
     environment: EnvironmentConfig = dataclasses.field(default_factory=EnvironmentConfig)
+    solar_cycle: SolarCycleConfig = dataclasses.field(default_factory=SolarCycleConfig)
     detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
     wafer: WaferConfig = dataclasses.field(default_factory=WaferConfig)
     readout: ReadoutConfig = dataclasses.field(default_factory=ReadoutConfig)
@@ -453,6 +529,13 @@ class MCConfig:
                 stacklevel=3,
             )
 
+    @property
+    def phi_gv(self):
+        """phi of a run without ``phi_range_gv``, GV: at ``mission_date`` if set, else ``phi_gv``."""
+        if self.environment.mission_date is not None:
+            return self.solar_cycle.phi_gv(self.environment.mission_date)
+        return self.environment.phi_gv
+
     def to_dict(self):
         """Convert to nested plain dictionaries (JSON-serialisable; tuples become lists)."""
         result = {}
@@ -469,8 +552,8 @@ class MCConfig:
         """Build a configuration from nested dictionaries; missing keys take defaults.
 
         Args:
-            data (dict): ``{"environment": {...}, "detector": {...}, "wafer": {...},
-                "readout": {...}}``; any section may be left out.
+            data (dict): ``{"environment": {...}, "solar_cycle": {...}, "detector": {...},
+                "wafer": {...}, "readout": {...}}``; any section may be left out.
 
         Returns:
             MCConfig: The validated configuration.

@@ -37,7 +37,7 @@ import dataclasses
 import functools
 
 import numpy as np
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from toast_crab.mc._interpolation import UniformTable
 
@@ -46,9 +46,11 @@ __all__ = [
     "MATERIALS",
     "LANDAU_MODE",
     "landau_phi",
+    "tracks_from_uniforms",
     "sample_isotropic_tracks",
     "mean_energy_loss_mev_cm2_g",
     "most_probable_deposit_kev",
+    "deposits_from_uniform",
     "sample_deposits_kev",
 ]
 
@@ -123,28 +125,27 @@ def landau_phi():
     return stats.landau(loc=np.log(np.pi / 2.0), scale=np.pi / 2.0)
 
 
-def sample_isotropic_tracks(rng, size, side_m, thickness_m):
-    """Draw tracks entering a square slab from an isotropic field through its faces.
+def tracks_from_uniforms(uniforms, side_m, thickness_m):
+    """Map uniform numbers to tracks entering a square slab from an isotropic field.
 
     The entry point is uniform on a face, mu = cos(theta) = sqrt(U) (cosine law) and the
     azimuth is uniform. The path is t / mu, cut where the track leaves through a side face.
     Particles entering through the side faces (a share 2 t / side of the total) are ignored.
 
     Args:
-        rng (numpy.random.Generator): Random source.
-        size (int): Number of tracks.
+        uniforms (ndarray): (4, n) float64 in [0, 1): rows give x, y, mu and azimuth.
         side_m (float): Side of the square face, m.
         thickness_m (float): Slab thickness, m.
 
     Returns:
-        tuple: (x_m, y_m, mu, path_m), each (size,) float64: entry position relative to the
+        tuple: (x_m, y_m, mu, path_m), each (n,) float64: entry position relative to the
         face centre in m, direction cosine to the normal, and path length in m.
     """
     half = 0.5 * side_m
-    x_m = rng.uniform(-half, half, size)
-    y_m = rng.uniform(-half, half, size)
-    mu = np.sqrt(rng.random(size))
-    azimuth = rng.uniform(0.0, 2.0 * np.pi, size)
+    x_m = (uniforms[0] - 0.5) * side_m
+    y_m = (uniforms[1] - 0.5) * side_m
+    mu = np.sqrt(uniforms[2])
+    azimuth = 2.0 * np.pi * uniforms[3]
 
     cos_az = np.cos(azimuth)
     sin_az = np.sin(azimuth)
@@ -156,6 +157,23 @@ def sample_isotropic_tracks(rng, size, side_m, thickness_m):
         path_m = np.fmin(thickness_m / mu, horizontal_m / sin_theta)
     path_m = np.where(np.isfinite(path_m), path_m, thickness_m)
     return x_m, y_m, mu, path_m
+
+
+def sample_isotropic_tracks(rng, size, side_m, thickness_m):
+    """Draw tracks entering a square slab from an isotropic field through its faces.
+
+    See ``tracks_from_uniforms`` for the geometry.
+
+    Args:
+        rng (numpy.random.Generator): Random source.
+        size (int): Number of tracks.
+        side_m (float): Side of the square face, m.
+        thickness_m (float): Slab thickness, m.
+
+    Returns:
+        tuple: (x_m, y_m, mu, path_m), each (size,) float64.
+    """
+    return tracks_from_uniforms(rng.random((4, size)), side_m, thickness_m)
 
 
 def _kinematics(energy_gev_per_nucleon, nucleon_mass_gev, mass_number):
@@ -272,15 +290,66 @@ class _LandauTable:
         inverse[0] = grid[0]
         self.inverse_cdf = UniformTable(coordinate, inverse, coordinate.size)
 
+    def from_uniform(self, uniform, target_mean):
+        """Map uniforms to lambda from phi truncated so that its mean equals ``target_mean``."""
+        scaled = uniform * self.cutoff_cdf(target_mean)
+        return self.inverse_cdf(-np.log1p(-scaled))
+
     def sample(self, rng, target_mean):
         """Draw lambda from phi truncated so that its mean equals ``target_mean`` per draw."""
-        uniform = rng.random(np.shape(target_mean)) * self.cutoff_cdf(target_mean)
-        return self.inverse_cdf(-np.log1p(-uniform))
+        return self.from_uniform(rng.random(np.shape(target_mean)), target_mean)
 
 
 @functools.lru_cache(maxsize=1)
 def _landau_table():
     return _LandauTable()
+
+
+def deposits_from_uniform(uniform, material, charge, energy_gev_per_nucleon, nucleon_mass_gev,
+                          mass_number, path_m):
+    """Map one uniform number per track to the energy it deposits in an absorber.
+
+    Landau tracks (kappa < 1) invert the truncated Landau distribution; Gaussian tracks use
+    the inverse normal CDF (``scipy.special.ndtri``) of the same uniform.
+
+    Args:
+        uniform (ndarray): (n,) float64 in [0, 1).
+        material (Material): Absorber.
+        charge (ndarray): (n,) float64, charge number z per track.
+        energy_gev_per_nucleon (ndarray): (n,) float64, kinetic energy per nucleon, GeV/n.
+        nucleon_mass_gev (ndarray): (n,) float64, rest energy per nucleon, GeV.
+        mass_number (ndarray): (n,) float64, mass number A.
+        path_m (ndarray): (n,) float64, path length in the absorber, m.
+
+    Returns:
+        ndarray: (n,) float64, deposited energy, keV.
+    """
+    energy = np.asarray(energy_gev_per_nucleon, dtype=np.float64)
+    if energy.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    uniform = np.asarray(uniform, dtype=np.float64)
+    xi_mev, most_probable_mev, mean_mev, w_max_mev, beta2 = _loss_parameters(
+        material, charge, energy, nucleon_mass_gev, mass_number, path_m
+    )
+    kappa = xi_mev / w_max_mev
+    deposit_mev = np.empty_like(energy)
+
+    landau = kappa < 1.0
+    if np.any(landau):
+        xi = xi_mev[landau]
+        target = LANDAU_MODE + (mean_mev[landau] - most_probable_mev[landau]) / xi
+        lam = _landau_table().from_uniform(uniform[landau], target)
+        deposit_mev[landau] = most_probable_mev[landau] + xi * (lam - LANDAU_MODE)
+
+    gaussian = ~landau
+    if np.any(gaussian):
+        sigma = np.sqrt(xi_mev[gaussian] * w_max_mev[gaussian] * (1.0 - 0.5 * beta2[gaussian]))
+        deposit_mev[gaussian] = mean_mev[gaussian] + sigma * special.ndtri(uniform[gaussian])
+
+    total_mev = energy * np.asarray(mass_number, dtype=np.float64) * 1.0e3
+    deposit_mev = np.clip(deposit_mev, 0.0, total_mev)
+    deposit_mev = np.where(mean_mev >= total_mev, total_mev, deposit_mev)
+    return deposit_mev * 1.0e3
 
 
 def sample_deposits_kev(rng, material, charge, energy_gev_per_nucleon, nucleon_mass_gev, mass_number, path_m):
@@ -299,27 +368,6 @@ def sample_deposits_kev(rng, material, charge, energy_gev_per_nucleon, nucleon_m
         ndarray: (n,) float64, deposited energy, keV.
     """
     energy = np.asarray(energy_gev_per_nucleon, dtype=np.float64)
-    if energy.size == 0:
-        return np.zeros(0, dtype=np.float64)
-    xi_mev, most_probable_mev, mean_mev, w_max_mev, beta2 = _loss_parameters(
-        material, charge, energy, nucleon_mass_gev, mass_number, path_m
+    return deposits_from_uniform(
+        rng.random(energy.shape), material, charge, energy, nucleon_mass_gev, mass_number, path_m
     )
-    kappa = xi_mev / w_max_mev
-    deposit_mev = np.empty_like(energy)
-
-    landau = kappa < 1.0
-    if np.any(landau):
-        xi = xi_mev[landau]
-        target = LANDAU_MODE + (mean_mev[landau] - most_probable_mev[landau]) / xi
-        lam = _landau_table().sample(rng, target)
-        deposit_mev[landau] = most_probable_mev[landau] + xi * (lam - LANDAU_MODE)
-
-    gaussian = ~landau
-    if np.any(gaussian):
-        sigma = np.sqrt(xi_mev[gaussian] * w_max_mev[gaussian] * (1.0 - 0.5 * beta2[gaussian]))
-        deposit_mev[gaussian] = mean_mev[gaussian] + sigma * rng.standard_normal(sigma.shape)
-
-    total_mev = energy * np.asarray(mass_number, dtype=np.float64) * 1.0e3
-    deposit_mev = np.clip(deposit_mev, 0.0, total_mev)
-    deposit_mev = np.where(mean_mev >= total_mev, total_mev, deposit_mev)
-    return deposit_mev * 1.0e3

@@ -257,14 +257,44 @@ class SpectrumSampler:
         self.mass_number = np.array([s.mass_number for s in self.species], dtype=np.float64)
         self.nucleon_mass_gev = np.array([s.nucleon_mass_gev for s in self.species])
 
+    def species_from_uniform(self, uniform):
+        """Map uniform numbers in [0, 1) to species indices in proportion to the fluxes.
+
+        Args:
+            uniform (ndarray): (n,) float64 in [0, 1).
+
+        Returns:
+            ndarray: (n,) int64 indices into ``self.species``.
+        """
+        index = np.searchsorted(self._species_cdf, uniform, side="right")
+        return np.minimum(index, len(self.species) - 1)
+
+    def energy_from_uniform(self, species_index, uniform):
+        """Map uniform numbers to kinetic energies per nucleon by the inverse spectrum.
+
+        Args:
+            species_index (ndarray): (n,) int, indices into ``self.species``.
+            uniform (ndarray): (n,) float64 in [0, 1).
+
+        Returns:
+            ndarray: (n,) float64, kinetic energy per nucleon, GeV/n.
+        """
+        species_index = np.asarray(species_index)
+        uniform = np.asarray(uniform, dtype=np.float64)
+        log_energy = np.empty(species_index.shape, dtype=np.float64)
+        for index in range(len(self.species)):
+            selected = species_index == index
+            if np.any(selected):
+                log_energy[selected] = self._inverse_cdf[index](-np.log1p(-uniform[selected]))
+        return np.exp(log_energy)
+
     def sample_species(self, rng, size):
         """Draw species indices in proportion to their fluxes.
 
         Returns:
             ndarray: (size,) int64 indices into ``self.species``.
         """
-        index = np.searchsorted(self._species_cdf, rng.random(size), side="right")
-        return np.minimum(index, len(self.species) - 1)
+        return self.species_from_uniform(rng.random(size))
 
     def sample_energy(self, species_index, rng):
         """Draw kinetic energies per nucleon for the given species indices.
@@ -277,10 +307,4 @@ class SpectrumSampler:
             ndarray: (n,) float64, kinetic energy per nucleon, GeV/n.
         """
         species_index = np.asarray(species_index)
-        uniform = rng.random(species_index.shape)
-        log_energy = np.empty(species_index.shape, dtype=np.float64)
-        for index in range(len(self.species)):
-            selected = species_index == index
-            if np.any(selected):
-                log_energy[selected] = self._inverse_cdf[index](-np.log1p(-uniform[selected]))
-        return np.exp(log_energy)
+        return self.energy_from_uniform(species_index, rng.random(species_index.shape))

@@ -49,6 +49,10 @@ class ExponentialPulseSynthesizer:
         self.tau_s = np.asarray(tau_s, dtype=np.float64)
         self.bin_s = 1.0 / float(internal_rate_hz)
         self.ratio = np.exp(-self.bin_s / self.tau_s)
+        self.reset()
+
+    def reset(self):
+        """Forget all earlier pulses: the next block starts from a zero signal."""
         self._state = np.zeros((len(self.tau_s), self.n_channels, 1))
         self._carry = np.zeros((len(self.tau_s), self.n_channels))
 
@@ -79,10 +83,11 @@ class ExponentialPulseSynthesizer:
             flat = np.asarray(channel) * stride + first_bin
 
             direct += np.bincount(flat, area_rate * (1.0 - tail_start), minlength=direct.size)
+            # bincount returns int64 for empty input, so cast to keep float arithmetic.
             impulses = np.bincount(
                 flat + 1, area_rate * tail_start * (1.0 - self.ratio[family]),
                 minlength=direct.size,
-            ).reshape(self.n_channels, stride)
+            ).astype(np.float64, copy=False).reshape(self.n_channels, stride)
             impulses[:, 0] += self._carry[family]
             self._carry[family] = impulses[:, n_bins]
             filtered, self._state[family] = signal.lfilter(
@@ -109,7 +114,12 @@ class Decimator:
             readout.antialias_order, cutoff_hz, btype="low", output="sos",
             fs=readout.internal_rate_hz,
         )
-        self._state = np.zeros((self.sos.shape[0], n_channels, 2))
+        self.n_channels = int(n_channels)
+        self.reset()
+
+    def reset(self):
+        """Set the filter state to zero, as before the first block."""
+        self._state = np.zeros((self.sos.shape[0], self.n_channels, 2))
 
     def process(self, block):
         """Filter a block and keep every ``factor``-th sample.

@@ -13,16 +13,11 @@ import dataclasses
 import numpy as np
 
 from toast_crab import _version
+from toast_crab.mc.blocks import GroupResponse
 from toast_crab.mc.config import MCConfig
-from toast_crab.mc.deposit import MATERIALS, sample_deposits_kev, sample_isotropic_tracks
-from toast_crab.mc.environment import SpectrumSampler
+from toast_crab.mc.hits import HIT_UNIFORMS, HitSampler
 from toast_crab.mc.readout import Decimator, ExponentialPulseSynthesizer, pre_roll_s
-from toast_crab.mc.response import (
-    WaferCoupling,
-    detector_positions_m,
-    island_peak_power_w_per_kev,
-    wafer_step_power_w_per_kev,
-)
+from toast_crab.mc.response import detector_positions_m
 
 __all__ = [
     "BlockHits",
@@ -87,17 +82,19 @@ class TimelineSimulator:
     """One continuous MC timeline for a group of detectors on one wafer.
 
     Construction simulates and discards the pre-roll (``readout.pre_roll_s``); each call of
-    ``next_block`` then returns the following samples.
+    ``next_block`` then returns the following samples. Hits are drawn by ``HitSampler``
+    from uniforms of ``rng``.
 
     Args:
         config (MCConfig): MC configuration.
         rng (numpy.random.Generator): Random source, used by this timeline only.
         n_detectors (int): Detectors on the wafer to simulate.
-        phi_gv (float, optional): Modulation potential, GV; ``config.environment.phi_gv``
-            if None.
+        phi_gv (float, optional): Modulation potential, GV; ``config.phi_gv`` if None
+            (``environment.phi_gv``, or phi at ``environment.mission_date``).
 
     Attributes:
         phi_gv (float): Modulation potential used, GV.
+        positions_m (ndarray): (n_det, 2) float64, detector positions from the wafer centre, m.
         wafer_rate_hz (float): Expected wafer hit rate, Phi A / 2, s^-1.
         island_rate_hz (float): Expected direct-hit rate per detector, s^-1.
         time_s (float): Time of the next output sample, s.
@@ -110,30 +107,20 @@ class TimelineSimulator:
         self.config = config
         self.rng = rng
         self.n_detectors = _check_count("n_detectors", n_detectors)
-        self.sampler = SpectrumSampler(config.environment, phi_gv)
+        self.sampler = HitSampler(config, phi_gv)
         self.phi_gv = self.sampler.phi_gv
+        self.wafer_rate_hz = self.sampler.wafer_rate_hz
+        self.island_rate_hz = self.sampler.island_rate_hz
 
-        wafer = config.wafer
-        detector = config.detector
         readout = config.readout
-        wafer_area_cm2 = wafer.wafer_side_m**2 * 1.0e4
-        island_area_cm2 = detector.island_area_m2 * 1.0e4
-        self.wafer_rate_hz = 0.5 * self.sampler.total_flux_cm2_s * wafer_area_cm2
-        self.island_rate_hz = 0.5 * self.sampler.total_flux_cm2_s * island_area_cm2
-        self._island_side_m = float(np.sqrt(detector.island_area_m2))
-        self._island_material = MATERIALS[detector.island_material]
-        self._wafer_material = MATERIALS["Si"]
-
-        self.coupling = WaferCoupling(detector_positions_m(self.n_detectors, wafer), wafer)
-        self._island_w_per_kev = island_peak_power_w_per_kev(detector)
-        shape_factor = wafer.tau_wafer_s / (wafer.tau_wafer_s - detector.tau_eff_s)
-        self._wafer_w_per_kev = wafer_step_power_w_per_kev(config) * shape_factor
-
+        self.positions_m = detector_positions_m(self.n_detectors, config.wafer)
+        self.response = GroupResponse(config, self.positions_m)
+        self.coupling = self.response.coupling
         self._factor = readout.decimation_factor
         self._internal_rate_hz = self._factor * readout.sample_rate_hz
         self._sample_rate_hz = readout.sample_rate_hz
         self._synth = ExponentialPulseSynthesizer(
-            self.n_detectors, (detector.tau_eff_s, wafer.tau_wafer_s), self._internal_rate_hz
+            self.n_detectors, self.response.tau_s, self._internal_rate_hz
         )
         self._decimator = Decimator(self.n_detectors, readout)
         self._sign = 1.0 if readout.sign_convention == "optical" else -1.0
@@ -145,13 +132,6 @@ class TimelineSimulator:
             step = min(n_pre, _DEFAULT_BLOCK_SAMPLES)
             self.next_block(step)
             n_pre -= step
-
-    def _draw_particles(self, count):
-        """Return charge, energy per nucleon, nucleon mass and mass number of ``count`` hits."""
-        index = self.sampler.sample_species(self.rng, count)
-        energy = self.sampler.sample_energy(index, self.rng)
-        sampler = self.sampler
-        return sampler.charge[index], energy, sampler.nucleon_mass_gev[index], sampler.mass_number[index]
 
     def next_block(self, n_samples):
         """Simulate the next ``n_samples`` output samples of the timeline.
@@ -166,43 +146,18 @@ class TimelineSimulator:
         n_bins = n_samples * self._factor
         duration_s = n_bins / self._internal_rate_hz
         rng = self.rng
-        wafer = self.config.wafer
         n_det = self.n_detectors
 
-        # Wafer hits: common to all detectors, weighted by distance.
+        # Wafer hits are common to all detectors. Island hits are independent Poisson
+        # streams, drawn here as one stream over all islands with a uniform detector choice.
         n_wafer = rng.poisson(self.wafer_rate_hz * duration_s)
-        wafer_time_s = rng.uniform(0.0, duration_s, n_wafer)
-        charge, energy, nucleon_mass, mass_number = self._draw_particles(n_wafer)
-        x_m, y_m, _, path_m = sample_isotropic_tracks(
-            rng, n_wafer, wafer.wafer_side_m, wafer.wafer_thickness_m
-        )
-        wafer_kev = sample_deposits_kev(
-            rng, self._wafer_material, charge, energy, nucleon_mass, mass_number, path_m
-        )
-        wafer_amplitude = self._wafer_w_per_kev * wafer_kev * self.coupling.weights(x_m, y_m)
-
-        # Direct hits: independent Poisson streams on each island.
+        wafer_hits = self.sampler.hits("wafer", rng.random((n_wafer, HIT_UNIFORMS)), duration_s)
         n_island = rng.poisson(self.island_rate_hz * duration_s * n_det)
-        island_time_s = rng.uniform(0.0, duration_s, n_island)
+        island_hits = self.sampler.hits("island", rng.random((n_island, HIT_UNIFORMS)), duration_s)
         island_channel = rng.integers(0, n_det, n_island)
-        charge, energy, nucleon_mass, mass_number = self._draw_particles(n_island)
-        _, _, _, path_m = sample_isotropic_tracks(
-            rng, n_island, self._island_side_m, self.config.detector.island_thickness_m
-        )
-        island_kev = sample_deposits_kev(
-            rng, self._island_material, charge, energy, nucleon_mass, mass_number, path_m
-        )
 
-        # tau_eff family: island pulses and the negative fast part of the wafer response.
-        wafer_times = np.tile(wafer_time_s, n_det)
-        wafer_channels = np.repeat(np.arange(n_det), n_wafer)
-        fast = (
-            np.concatenate([island_time_s, wafer_times]),
-            np.concatenate([island_channel, wafer_channels]),
-            np.concatenate([self._island_w_per_kev * island_kev, -wafer_amplitude.ravel()]),
-        )
-        slow = (wafer_times, wafer_channels, wafer_amplitude.ravel())
-        internal = self._synth.render(n_bins, (fast, slow))
+        pulses = self.response.pulses(wafer_hits, island_hits, island_channel)
+        internal = self._synth.render(n_bins, pulses)
         power_w = self._decimator.process(internal)
         power_w *= self._sign
         if self._noise_sigma_w > 0.0:
@@ -212,8 +167,8 @@ class TimelineSimulator:
         hits = BlockHits(
             n_wafer_hits=int(n_wafer),
             n_direct_hits=np.bincount(island_channel, minlength=n_det).astype(np.int64),
-            max_wafer_deposit_kev=float(wafer_kev.max()) if n_wafer else 0.0,
-            max_direct_deposit_kev=float(island_kev.max()) if n_island else 0.0,
+            max_wafer_deposit_kev=wafer_hits.max_deposit_kev,
+            max_direct_deposit_kev=island_hits.max_deposit_kev,
         )
         return power_w, hits
 
@@ -331,7 +286,7 @@ def _simulate_run(config, run_seed, run_id, n_chunks, chunk_length, n_detectors,
     """Simulate one run; return its chunks (n_chunks, n_det, chunk_length) and labels."""
     rng = np.random.default_rng(run_seed)
     phi_range = config.environment.phi_range_gv
-    phi_gv = None if phi_range is None else float(rng.uniform(*phi_range))
+    phi_gv = config.phi_gv if phi_range is None else float(rng.uniform(*phi_range))
     timeline = TimelineSimulator(config, rng, n_detectors, phi_gv)
     chunks = np.empty((n_chunks, n_detectors, chunk_length), dtype=np.float64)
     labels = _empty_labels(n_chunks)
@@ -438,6 +393,7 @@ def simulate_training_chunks(config, n_chunks, chunk_length=1060, seed=0, n_runs
         ),
         "run_phi_gv": [float(result[1]["phi_gv"][0]) for result in results],
         "pre_roll_s": pre_roll_s(config),
+        "detector_positions_m": detector_positions_m(n_detectors, config.wafer).tolist(),
     }
     return TrainingChunks(
         chunks=chunks, labels=labels, sample_rate_hz=readout.sample_rate_hz, provenance=provenance
