@@ -181,3 +181,37 @@ def test_toast_run_example(tmp_path):
         assert np.count_nonzero(hits > 0) > 0
         assert np.all(np.isfinite(iqu))
     assert "InjectCRAB added cosmic rays" in result.stdout + result.stderr
+
+
+def test_workflow_with_monte_carlo_source(tmp_path):
+    out_dir = str(tmp_path / "mc")
+    result = run([
+        executable("mpiexec"), "-n", "2", sys.executable, WORKFLOW,
+        "--config", os.path.join(REPO, "workflows", "litebird_small.toml"),
+        "--out_dir", out_dir,
+        "--n_detectors", "2",
+        "--num_obs", "2",
+        "--obs_hours", str(5.0 / 60.0),
+        "--pixels.nside", str(NSIDE),
+        "--plot_minutes", "1",
+        "--inject_crab.disable",
+        "--sim_cr_mc.enable",
+    ])
+    check_success(result)
+    with open(os.path.join(out_dir, "summary.json")) as handle:
+        summary = json.load(handle)
+    assert summary["cr_source"] == "sim_cr_mc"
+    assert summary["model_path"] is None
+    assert summary["cr_rms_kcmb"] > 0
+    iqu, hits = read_maps(out_dir, "mapmaker_cr")
+    assert np.count_nonzero(hits > 0) > 0
+    assert np.all(np.isfinite(iqu))
+
+
+def test_workflow_rejects_two_sources(tmp_path):
+    result = run([
+        sys.executable, WORKFLOW, "--out_dir", str(tmp_path), "--sim_cr_mc.enable",
+        "--n_detectors", "2", "--num_obs", "1", "--obs_hours", "0.05",
+    ])
+    assert result.returncode != 0
+    assert "Exactly one cosmic-ray source must be enabled, but 2 are" in result.stdout + result.stderr

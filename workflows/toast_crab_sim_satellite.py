@@ -4,7 +4,9 @@
 The workflow builds one LiteBIRD channel from the public instrument model (IMo)
 shipped with litebird_sim. It scans the sky with the LiteBIRD scanning strategy and a
 rotating half-wave plate (HWP), and adds instrument noise (SimNoise) and cosmic-ray
-(CR) timestreams from the toast_crab generator (InjectCRAB). It then bins HEALPix
+(CR) timestreams from the toast_crab generator (InjectCRAB) or, with
+``--inject_crab.disable --sim_cr_mc.enable``, from the reference Monte-Carlo
+(SimCosmicRayMC). It then bins HEALPix
 maps of the CR-only signal and of the total signal. FITS maps, PNG plots, the
 resolved configuration and a JSON summary go to ``--out_dir``.
 
@@ -42,7 +44,7 @@ from toast.observation import default_values as defaults
 from toast_crab import instrument
 from toast_crab.bundle import default_bundle_path, read_card
 from toast_crab.calibration import dpdt_cmb
-from toast_crab.ops import InjectCRAB
+from toast_crab.ops import InjectCRAB, SimCosmicRayMC
 
 CR_KEY = "cr_signal"
 
@@ -72,6 +74,7 @@ def build_operators(scan):
         toast.ops.DefaultNoiseModel(name="default_model"),
         toast.ops.SimNoise(name="sim_noise"),
         InjectCRAB(name="inject_crab", det_data=CR_KEY),
+        SimCosmicRayMC(name="sim_cr_mc", det_data=CR_KEY, enabled=False),
         toast.ops.Combine(
             name="add_cr", op="add", first=defaults.det_data, second=CR_KEY,
             result=defaults.det_data,
@@ -188,14 +191,27 @@ def create_instrument(args, comm):
     return telescope, schedule, scan
 
 
+def cr_source(ops):
+    """Return the one enabled cosmic-ray operator: InjectCRAB or SimCosmicRayMC.
+
+    Raises:
+        ValueError: If both or neither are enabled.
+    """
+    enabled = [op for op in (ops.inject_crab, ops.sim_cr_mc) if op.enabled]
+    if len(enabled) != 1:
+        raise ValueError(
+            f"Exactly one cosmic-ray source must be enabled, but {len(enabled)} are "
+            f"(inject_crab: {ops.inject_crab.enabled}, sim_cr_mc: {ops.sim_cr_mc.enabled}). "
+            "Use the generator (default) or pass --inject_crab.disable --sim_cr_mc.enable "
+            "for the reference Monte-Carlo."
+        )
+    return enabled[0]
+
+
 def connect_operators(ops, args, telescope, schedule, scan):
     """Set the links between operators and the values taken from the IMo."""
     log = toast.utils.Logger.get()
-    if not ops.inject_crab.enabled:
-        raise ValueError(
-            "inject_crab is disabled, but this workflow maps the cosmic-ray signal. "
-            "Remove --inject_crab.disable (or 'enabled = false' in the config)."
-        )
+    cr_source(ops)
     ops.sim_satellite.telescope = telescope
     ops.sim_satellite.schedule = schedule
     if ops.sim_satellite.hwp_rpm is None and ops.sim_satellite.hwp_step is None:
@@ -271,7 +287,7 @@ def simulate(ops, data):
         ("Simulated pointing and HWP angle", ops.sim_satellite),
         ("Built the noise model", ops.default_model),
         ("Simulated instrument noise", ops.sim_noise),
-        ("Injected cosmic rays", ops.inject_crab),
+        (f"Injected cosmic rays with {cr_source(ops).name}", cr_source(ops)),
         ("Added cosmic rays to the total signal", ops.add_cr),
         ("Binned the CR-only map", ops.mapmaker_cr),
         ("Binned the total map", ops.mapmaker_total),
@@ -421,11 +437,12 @@ def git_commit():
 
 
 def calibration_w_per_k(ops, telescope, detector):
-    """Return the dP/dT_CMB (W / K) that InjectCRAB used for one detector."""
-    if ops.inject_crab.calibration is not None:
-        return ops.inject_crab.calibration.to_value(u.W / u.K)
+    """Return the dP/dT_CMB (W / K) that the cosmic-ray operator used for one detector."""
+    source = cr_source(ops)
+    if source.calibration is not None:
+        return source.calibration.to_value(u.W / u.K)
     row = telescope.focalplane[detector]
-    dpdt = dpdt_cmb(row["bandcenter"], row["bandwidth"], ops.inject_crab.optical_efficiency)
+    dpdt = dpdt_cmb(row["bandcenter"], row["bandwidth"], source.optical_efficiency)
     return dpdt.to_value(u.W / u.K)
 
 
@@ -575,8 +592,13 @@ def make_plots(data, ops, args, telescope, cr_stats):
 def build_summary(ops, args, telescope, schedule, cr_stats, total_stats, plots,
                   step_times, config_path, n_procs):
     """Assemble the JSON summary on rank 0."""
-    model_path = ops.inject_crab.model or default_bundle_path()
-    card = read_card(model_path)
+    source = cr_source(ops)
+    if source is ops.inject_crab:
+        model_path = os.path.abspath(ops.inject_crab.model or default_bundle_path())
+        model_name = read_card(model_path)["name"]
+    else:
+        model_path = None
+        model_name = "reference Monte-Carlo (SimCosmicRayMC)"
     map_stats = dict()
     map_files = dict()
     for name in ("mapmaker_cr", "mapmaker_total"):
@@ -603,9 +625,10 @@ def build_summary(ops, args, telescope, schedule, cr_stats, total_stats, plots,
         "samples_per_detector": cr_stats["n"] // len(detectors),
         "hwp_rpm": ops.sim_satellite.hwp_rpm,
         "nside": ops.pixels.nside,
-        "model_name": card["name"],
-        "model_path": os.path.abspath(model_path),
-        "realization": ops.inject_crab.realization,
+        "cr_source": source.name,
+        "model_name": model_name,
+        "model_path": model_path,
+        "realization": source.realization,
         "cr_rms_kcmb": cr_stats["rms"],
         "cr_mean_kcmb": cr_stats["mean"],
         "cr_min_kcmb": cr_stats["min"],
