@@ -1,0 +1,20 @@
+"""Keras builders for toast_crab generators and discriminators.
+
+Importing this package registers every custom layer that a saved toast_crab
+generator may contain, so ``keras.saving.load_model`` can rebuild it. The CRAB
+networks use built-in Keras layers only.
+"""
+
+from .crab import (
+    CRAB_DISCRIMINATOR_PARAMS,
+    CRAB_GENERATOR_PARAMS,
+    build_crab_discriminator,
+    build_crab_generator,
+)
+
+__all__ = [
+    "CRAB_DISCRIMINATOR_PARAMS",
+    "CRAB_GENERATOR_PARAMS",
+    "build_crab_discriminator",
+    "build_crab_generator",
+]
