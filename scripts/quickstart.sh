@@ -13,4 +13,4 @@ mpiexec -n "${NPROCS:-2}" python workflows/toast_crab_sim_satellite.py \
     --config workflows/litebird_small.toml --out_dir "$out_dir" "$@"
 
 echo
-echo "Done. Maps (FITS), plots (PNG), run_config.toml and summary.json are in $out_dir"
+echo "Done. Maps (FITS), plots (PNG), config_resolved.toml and summary.json are in $out_dir"
