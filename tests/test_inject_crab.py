@@ -296,3 +296,30 @@ def test_requires_and_provides():
     assert op.requires()["detdata"] == ["cr", "myflags"]
     assert op.provides()["detdata"] == ["cr"]
     assert InjectCRAB(det_data="cr").requires()["detdata"] == ["cr"]
+
+
+def test_wafer_streams_shared_within_wafer(bundle_path, data):
+    ob = data.obs[0]
+    table = ob.telescope.focalplane.detector_data
+    # Two wafers: the first half of the detectors on "w0", the rest on "w1".
+    names = [str(name) for name in table["name"]]
+    table["wafer"] = ["w0" if i < len(names) // 2 else "w1" for i in range(len(names))]
+    InjectCRAB(model=bundle_path, det_data="shared", streams="wafer").apply(data)
+    InjectCRAB(model=bundle_path, det_data="own").apply(data)
+    first, second, last = names[0], names[1], names[-1]
+    np.testing.assert_array_equal(ob.detdata["shared"][first], ob.detdata["shared"][second])
+    assert not np.any(ob.detdata["shared"][first] == ob.detdata["shared"][last])
+    assert not np.any(ob.detdata["shared"][first] == ob.detdata["own"][first])
+
+
+def test_wafer_streams_without_wafer_column(bundle_path, data):
+    InjectCRAB(model=bundle_path, det_data="shared", streams="wafer").apply(data)
+    ob = data.obs[0]
+    reference = ob.detdata["shared"][ob.local_detectors[0]]
+    for det in ob.local_detectors[1:]:
+        np.testing.assert_array_equal(ob.detdata["shared"][det], reference)
+
+
+def test_unknown_streams_mode_rejected():
+    with pytest.raises(Exception, match=r"streams must be one of \['detector', 'wafer'\]. Got 'pixel'"):
+        InjectCRAB(streams="pixel")

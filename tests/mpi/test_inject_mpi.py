@@ -25,10 +25,13 @@ def bundle_path(tmp_path_factory):
     return WORLD.bcast(path, root=0)
 
 
-def _inject(comm, bundle_path, groupsize=0, distribute_time=False, realization=0):
+def _inject(comm, bundle_path, groupsize=0, distribute_time=False, realization=0,
+            streams="detector"):
     toast_comm = create_comm(comm, groupsize=groupsize)
     data = create_satellite_data(toast_comm, distribute_time=distribute_time)
-    InjectCRAB(model=bundle_path, det_data="cr", realization=realization).apply(data)
+    InjectCRAB(
+        model=bundle_path, det_data="cr", realization=realization, streams=streams
+    ).apply(data)
     result = gather_detdata(data, "cr", WORLD)
     data.clear()
     return result
@@ -62,6 +65,13 @@ def test_two_groups_match_one_process(bundle_path, reference):
 @needs_two
 def test_time_distributed_matches_one_process(bundle_path, reference):
     result = _inject(WORLD, bundle_path, groupsize=0, distribute_time=True)
+    assert _mismatches(result, reference) == []
+
+
+@needs_two
+def test_wafer_streams_match_one_process(bundle_path):
+    reference = _inject(MPI.COMM_SELF, bundle_path, streams="wafer")
+    result = _inject(WORLD, bundle_path, distribute_time=True, streams="wafer")
     assert _mismatches(result, reference) == []
 
 
