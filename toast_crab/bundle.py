@@ -32,7 +32,7 @@ CARD_SCHEMA = "toast_crab.model_card"
 CARD_SCHEMA_VERSION = 1
 
 # Families whose generator maps (batch,) + latent_shape to (batch, chunk_length[, 1]).
-KNOWN_FAMILIES = ("crab_bce",)
+KNOWN_FAMILIES = ("crab_bce", "wgan_gp")
 
 # Required card entries and their JSON types.
 _REQUIRED = {

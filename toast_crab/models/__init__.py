@@ -2,7 +2,8 @@
 
 Importing this package registers every custom layer that a saved toast_crab
 generator may contain, so ``keras.saving.load_model`` can rebuild it. The CRAB
-networks use built-in Keras layers only.
+networks use built-in Keras layers only; the WGAN-GP critic adds two registered
+layers (``FirstDifference``, ``MinibatchStddev``).
 """
 
 from .crab import (
@@ -11,10 +12,14 @@ from .crab import (
     build_crab_discriminator,
     build_crab_generator,
 )
+from .wgan import FirstDifference, MinibatchStddev, build_wgan_critic
 
 __all__ = [
     "CRAB_DISCRIMINATOR_PARAMS",
     "CRAB_GENERATOR_PARAMS",
     "build_crab_discriminator",
+    "FirstDifference",
+    "MinibatchStddev",
     "build_crab_generator",
+    "build_wgan_critic",
 ]

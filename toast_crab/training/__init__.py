@@ -13,6 +13,7 @@ from .crab_bce import (
     robust_sigma,
     train_crab_bce,
 )
+from .wgan_gp import WganGP, WganGPConfig, gradient_penalty, selection_score, train_wgan_gp
 
 __all__ = [
     "FAMILY",
@@ -22,4 +23,9 @@ __all__ = [
     "make_training_dataset",
     "robust_sigma",
     "train_crab_bce",
+    "WganGP",
+    "WganGPConfig",
+    "gradient_penalty",
+    "selection_score",
+    "train_wgan_gp",
 ]

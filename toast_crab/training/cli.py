@@ -5,6 +5,9 @@ Usage::
     crab-train --config configs/crab_bce.toml [--data PATH] [--out DIR]
                [--steps N] [--bundle PATH]
 
+The config's ``family`` entry picks the trainer: ``crab_bce`` or ``wgan_gp``
+(``configs/wgan_gp.toml``).
+
 Exit codes: 0 on success, 2 on a bad command line, config or training set
 (unknown family, missing file, invalid value).
 """
@@ -18,7 +21,10 @@ import tomllib
 __all__ = ["TRAINING_FAMILIES", "load_config", "main", "run_training"]
 
 # Model family -> (module, config class, train function), imported on demand.
-TRAINING_FAMILIES = {"crab_bce": ("toast_crab.training.crab_bce", "CrabBCEConfig", "train_crab_bce")}
+TRAINING_FAMILIES = {
+    "crab_bce": ("toast_crab.training.crab_bce", "CrabBCEConfig", "train_crab_bce"),
+    "wgan_gp": ("toast_crab.training.wgan_gp", "WganGPConfig", "train_wgan_gp"),
+}
 
 
 def _family_entry(family):
