@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything, then run the LiteBIRD cosmic-ray workflow on the shipped default
 # model under mpiexec -n 2. Outputs go to out/litebird_crab (override with OUT_DIR).
-# Extra arguments are passed to the workflow, e.g. --crab.realization 3.
+# Extra arguments are passed to the workflow, e.g. --inject_crab.realization 3.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
