@@ -7,8 +7,10 @@ cosmic-ray timestreams, converted to K_CMB with each detector's band, to
 ``det_data``. Everything else is a plain TOAST satellite simulation of 4 LiteBIRD
 L4-140 detectors from the public instrument model.
 
-Run from the repository root:
+Run from the repository root, in the environment that ``bash scripts/quickstart.sh``
+or ``bash scripts/run_tests.sh`` creates:
 
+    . .venv/bin/activate
     export OMP_NUM_THREADS=1
     mpiexec -n 2 python examples/add_to_your_script.py out/add_to_your_script
 

@@ -215,3 +215,17 @@ def test_workflow_rejects_two_sources(tmp_path):
     ])
     assert result.returncode != 0
     assert "Exactly one cosmic-ray source must be enabled, but 2 are" in result.stdout + result.stderr
+
+
+def test_workflow_missing_model_fails_early(tmp_path):
+    result = run([
+        executable("mpiexec"), "-n", "2", sys.executable, WORKFLOW,
+        "--out_dir", str(tmp_path), "--n_detectors", "2", "--num_obs", "2",
+        "--obs_hours", "0.05", "--inject_crab.model", str(tmp_path / "nope.keras"),
+    ])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "nope.keras' not found" in output
+    assert "Traceback" not in output
+    # The bundle is checked before SimSatellite runs.
+    assert "Simulated pointing" not in output

@@ -162,7 +162,8 @@ def read_training_set(path):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"Training set {path!r} not found. Make one with `crab-mc --out {path}`."
+            f"Training set {path!r} not found. Make one with `crab-mc --config "
+            f"examples/mc_default.toml --n-chunks 20000 --n-runs 100 --out {path}`."
         )
     try:
         hf = h5py.File(path, "r")

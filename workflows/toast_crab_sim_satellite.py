@@ -32,12 +32,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import numpy as np
 from astropy import units as u
 
 import toast
 import toast.ops
+import traitlets
 from toast.mpi import MPI
 from toast.observation import default_values as defaults
 
@@ -208,10 +210,28 @@ def cr_source(ops):
     return enabled[0]
 
 
+def check_model(model, sample_rate_hz):
+    """Check the model bundle before any simulation, so a bad path fails at once.
+
+    Raises:
+        FileNotFoundError: If a file of the bundle is missing.
+        ValueError: If the card is invalid or the bundle's sample rate differs.
+    """
+    path = model or default_bundle_path()
+    card = read_card(path)
+    if abs(card["sample_rate_hz"] - sample_rate_hz) > 1.0e-6 * card["sample_rate_hz"]:
+        raise ValueError(
+            f"Model {card['name']!r} ({path}) was trained at {card['sample_rate_hz']} Hz "
+            f"but the detectors are sampled at {sample_rate_hz} Hz. Use --sample_rate "
+            f"{card['sample_rate_hz']} or a bundle trained at {sample_rate_hz} Hz."
+        )
+
+
 def connect_operators(ops, args, telescope, schedule, scan):
     """Set the links between operators and the values taken from the IMo."""
     log = toast.utils.Logger.get()
-    cr_source(ops)
+    if cr_source(ops) is ops.inject_crab:
+        check_model(ops.inject_crab.model, args.sample_rate)
     ops.sim_satellite.telescope = telescope
     ops.sim_satellite.schedule = schedule
     if ops.sim_satellite.hwp_rpm is None and ops.sim_satellite.hwp_step is None:
@@ -470,10 +490,17 @@ def plot_timestream(stretch, detectors, cal_w_per_k, path, title):
     power_axis.set_ylabel("absorbed power change [aW]")
 
     first = detectors[0]
-    ax_total.plot(minutes, stretch[first]["total"] * to_uk, lw=0.5, color="0.4",
-                  label=f"{first}: noise + CR")
+    total_uk = stretch[first]["total"] * to_uk
     ax_total.plot(minutes, stretch[first]["cr"] * to_uk, lw=0.8, color="C0",
                   label=f"{first}: CR only")
+    ax_total.plot(minutes, total_uk, lw=0.5, color="0.3", alpha=0.8,
+                  label=f"{first}: noise + CR")
+    # Show the noise: clip the y range at the 0.5 and 99.5 % quantiles of the total,
+    # so a single large glitch does not flatten everything else.
+    low, high = np.percentile(total_uk, [0.5, 99.5])
+    margin = 0.1 * (high - low) if high > low else 1.0
+    ax_total.set_ylim(low - margin, high + margin)
+    ax_total.set_title("y range clipped to the 0.5-99.5 % quantiles of noise + CR", fontsize=9)
     ax_total.set_xlabel("time since observation start [min]")
     ax_total.set_ylabel("signal [µK$_\\mathrm{CMB}$]")
     ax_total.legend(fontsize=8, loc="upper right")
@@ -517,20 +544,24 @@ def plot_maps(iqu, hits, path, title):
                 format="%.0f")
     for index, stokes in enumerate("IQU"):
         values = iqu[index] * 1.0e6
-        # Clip the colour scale at the 99th percentile of |value| so that a few
-        # poorly sampled pixels do not hide the rest.
-        limit = float(np.percentile(np.abs(values[seen]), 99)) if seen.any() else 1.0
+        # Centre the colour scale on the median of the observed pixels (the CR
+        # intensity map has a large positive offset) and clip it at the 99th
+        # percentile of the deviation, so that a few poorly sampled pixels do not
+        # hide the rest.
+        centre = float(np.median(values[seen])) if seen.any() else 0.0
+        limit = float(np.percentile(np.abs(values[seen] - centre), 99)) if seen.any() else 1.0
+        limit = limit if limit > 0 else 1.0
         masked = np.where(seen, values, hp.UNSEEN)
         hp.mollview(masked, nest=True, fig=fig.number, sub=(2, 2, index + 2),
                     title=f"Stokes {stokes}", unit="µK$_\\mathrm{CMB}$",
-                    min=-limit, max=limit, cmap="RdBu_r", format="%.3g")
+                    min=centre - limit, max=centre + limit, cmap="RdBu_r", format="%.3g")
     # healpy places its axes itself: squeeze them into the lower 90 % of the
     # figure to make room for the title.
     for axis in fig.axes:
         box = axis.get_position()
         axis.set_position([box.x0, 0.9 * box.y0, box.width, 0.9 * box.height])
-    fig.suptitle(f"{title}\ncolour scales of I, Q, U clipped at ±99th percentile "
-                 f"of |value|; grey = not observed", fontsize=11)
+    fig.suptitle(f"{title}\ncolour scales of I, Q, U centred on the median, clipped at the "
+                 f"99th percentile of the deviation; grey = not observed", fontsize=11)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -629,6 +660,7 @@ def build_summary(ops, args, telescope, schedule, cr_stats, total_stats, plots,
         "model_name": model_name,
         "model_path": model_path,
         "realization": source.realization,
+        "streams": ops.inject_crab.streams if source is ops.inject_crab else "wafer (MC)",
         "cr_rms_kcmb": cr_stats["rms"],
         "cr_mean_kcmb": cr_stats["mean"],
         "cr_min_kcmb": cr_stats["min"],
@@ -700,7 +732,27 @@ def main():
     data.clear()
 
 
-if __name__ == "__main__":
-    world, procs, rank = toast.get_world()
-    with toast.mpi.exception_guard(comm=world):
+def main_with_input_errors():
+    """Run main(); report an input error in one line instead of a traceback.
+
+    Bad values, missing files and unknown keys raise the same error on every process,
+    so each failing process prints one line and the job stops at once with exit code
+    2. Any other exception goes to TOAST's exception guard, which prints the traceback.
+    """
+    world = toast.get_world()[0]
+    try:
         main()
+    except (ValueError, FileNotFoundError, KeyError, traitlets.TraitError) as err:
+        if world is not None and world.rank != 0:
+            # Rank 0 usually fails the same way and aborts the job first; the wait
+            # keeps its message from being printed once per process.
+            time.sleep(2.0)
+        print(f"toast_crab_sim_satellite: error: {err}", file=sys.stderr, flush=True)
+        if world is None or world.size == 1:
+            sys.exit(2)
+        world.Abort(2)
+
+
+if __name__ == "__main__":
+    with toast.mpi.exception_guard(comm=toast.get_world()[0]):
+        main_with_input_errors()

@@ -13,7 +13,7 @@ Run the default size (8 detectors of L4-140, 6 h, nside 32, 6 realizations each)
 
     export OMP_NUM_THREADS=1
     mpiexec -n 2 python workflows/validate_maps.py \\
-        --mc /work/data/mc_train_v1.h5 --out_dir out/validate_maps
+        --mc data/mc_train_v1.h5 --out_dir out/validate_maps
 
 ``--mc`` takes the MC configuration and phi from a training-set file, so the MC maps
 match the data the bundle was trained on; without it SimCosmicRayMC runs the MC

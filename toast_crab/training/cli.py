@@ -139,7 +139,8 @@ def main(argv=None):
         if not os.path.isfile(config.data_path):
             raise FileNotFoundError(
                 f"Training set {config.data_path!r} not found. Make one with "
-                f"`crab-mc --out {config.data_path}` or pass --data PATH."
+                "`crab-mc --config examples/mc_default.toml --n-chunks 20000 --n-runs 100 "
+                f"--out {config.data_path}` or pass --data PATH."
             )
     except (FileNotFoundError, ValueError, TypeError) as err:
         print(f"crab-train: error: {err}", file=sys.stderr)

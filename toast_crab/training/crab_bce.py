@@ -752,7 +752,8 @@ def train_crab_bce(config, progress=True):
     if not os.path.isfile(config.data_path):
         raise FileNotFoundError(
             f"Training set {config.data_path!r} not found. Make one with "
-            f"`crab-mc --out {config.data_path}` or pass --data PATH."
+            "`crab-mc --config examples/mc_default.toml --n-chunks 20000 --n-runs 100 "
+            f"--out {config.data_path}` or pass --data PATH."
         )
     from ..bundle import save_bundle
     from . import plots

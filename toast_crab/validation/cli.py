@@ -3,7 +3,7 @@
 Example::
 
     crab-validate --bundle toast_crab/data/default_model/crab_default.keras \\
-        --mc /work/data/mc_train_v1.h5 --out out/validation
+        --mc data/mc_train_v1.h5 --out out/validation
 
 The report folder contains ``metrics.json`` (every metric with its MC-vs-MC values,
 threshold and verdict, the model cards, MC provenance, seeds and the command),
