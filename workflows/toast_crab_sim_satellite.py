@@ -544,9 +544,9 @@ def plot_maps(iqu, hits, path, title):
                 format="%.0f")
     for index, stokes in enumerate("IQU"):
         values = iqu[index] * 1.0e6
-        # Centre the colour scale on the median of the observed pixels (the CR
-        # intensity map has a large positive offset) and clip it at the 99th
-        # percentile of the deviation, so that a few poorly sampled pixels do not
+        # Centre the colour scale on the median of the observed pixels, because the
+        # CR intensity map has a large positive offset. Clip it at the 99th
+        # percentile of the deviation so that a few poorly sampled pixels do not
         # hide the rest.
         centre = float(np.median(values[seen])) if seen.any() else 0.0
         limit = float(np.percentile(np.abs(values[seen] - centre), 99)) if seen.any() else 1.0

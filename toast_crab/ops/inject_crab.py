@@ -29,11 +29,11 @@ class InjectCRAB(Operator):
 
     The operator loads a model bundle (a Keras generator and its JSON card) once. For
     every observation and every selected local detector it draws the latent vector of
-    each chunk from TOAST's counter-based RNG, keyed on the realization, the
+    each chunk from TOAST's counter-based RNG. The keys are the realization, the
     telescope, session and detector uids, the component id and the absolute chunk
-    index; runs the generator in fixed-size batches; converts the chunks from watts
-    of absorbed power to the units of ``det_data``; and adds them. The result is
-    bit-identical for any MPI process grid and any detector or time distribution.
+    index. The generator runs in fixed-size batches, and its chunks are converted
+    from watts of absorbed power to the units of ``det_data`` and added. The result
+    is bit-identical for any MPI process grid and any detector or time distribution.
 
     Chunks sit on a grid anchored at the first sample of the observation's session,
     so time-distributed data and observations that start inside a session are
