@@ -58,3 +58,60 @@ def dpdt_cmb(bandcenter, bandwidth, optical_efficiency=1.0):
     integrand = x**2 * ex / (ex - 1.0) ** 2
     integral_hz = 0.5 * dnu * np.sum(integrand * _WEIGHTS, axis=-1)
     return eta * const.k_B.value * integral_hz * (u.W / u.K)
+
+
+def watts_to_units_factors(focalplane, detectors, units, calibration=None,
+                           optical_efficiency=1.0, operator="The operator",
+                           target="detector data"):
+    """Return, per detector, the factor that converts W to ``units``.
+
+    Power units get the plain unit conversion. Temperature units are taken as K_CMB:
+    the factor divides by ``calibration`` or, when it is None, by :func:`dpdt_cmb` of
+    the detector's ``bandcenter`` and ``bandwidth`` focalplane columns. The column
+    check runs even without detectors, so every MPI process raises or none does.
+
+    Args:
+        focalplane (toast.instrument.Focalplane): The detectors' focalplane.
+        detectors (list): Detector names.
+        units (astropy.units.Unit): Units of the target data.
+        calibration (Quantity): dP/dT_CMB for every detector (W / K), or None.
+        optical_efficiency (float): Efficiency used with the focalplane band.
+        operator (str): Operator name for error messages, e.g. "InjectCRAB".
+        target (str): What is being added to, for error messages.
+
+    Returns:
+        (dict): Detector name -> float factor.
+
+    Raises:
+        ValueError: For units that are neither power nor temperature, or for missing
+            band columns when no calibration is given.
+    """
+    if units.is_equivalent(u.W):
+        factor = (1.0 * u.W).to_value(units)
+        return {det: factor for det in detectors}
+    if not units.is_equivalent(u.K):
+        raise ValueError(
+            f"{operator} cannot add to {target} in units {units}: they are neither power "
+            "nor temperature. Use a key in W (or a multiple) or in K_CMB (K or a multiple)."
+        )
+
+    kelvin = (1.0 * u.K).to_value(units)
+    if calibration is not None:
+        factor = kelvin / calibration.to_value(u.W / u.K)
+        return {det: factor for det in detectors}
+
+    columns = focalplane.detector_data.colnames
+    missing = [name for name in ("bandcenter", "bandwidth") if name not in columns]
+    if missing:
+        raise ValueError(
+            f"Focalplane for {target} has no column {missing}, needed to convert W to "
+            f"K_CMB. Set {operator}.calibration to a dP/dT in W / K, or add bandcenter "
+            "and bandwidth to the focalplane."
+        )
+    factors = {}
+    for det in detectors:
+        dpdt = dpdt_cmb(
+            focalplane[det]["bandcenter"], focalplane[det]["bandwidth"], optical_efficiency
+        )
+        factors[det] = kelvin / dpdt.to_value(u.W / u.K)
+    return factors

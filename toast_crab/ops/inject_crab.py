@@ -10,7 +10,7 @@ from toast.traits import Bool, Float, Int, Quantity, Unicode, Unit, trait_docs
 from toast.utils import Logger, name_UID
 
 from ..bundle import default_bundle_path, load_bundle, read_card
-from ..calibration import dpdt_cmb
+from ..calibration import watts_to_units_factors
 from ..devices import DEVICE_POLICIES, MISSING_GPU_ACTIONS, configure_devices
 from ..generation import DEFAULT_COMPONENT, ChunkGenerator, StreamRequest, stream_keys
 
@@ -377,38 +377,15 @@ class InjectCRAB(Operator):
 
     def _unit_scale(self, ob, focalplane, dets, units):
         """Return per-detector factors from W to ``units``."""
-        if units.is_equivalent(u.W):
-            factor = (1.0 * u.W).to_value(units)
-            return {det: factor for det in dets}
-        if not units.is_equivalent(u.K):
-            raise ValueError(
-                f"InjectCRAB cannot add to {self.det_data!r} of observation {ob.name!r} "
-                f"in units {units}: they are neither power nor temperature. Use a key in "
-                "W (or a multiple) or in K_CMB (K or a multiple)."
-            )
-        kelvin = (1.0 * u.K).to_value(units)
-        if self.calibration is not None:
-            factor = kelvin / self.calibration.to_value(u.W / u.K)
-            return {det: factor for det in dets}
-        if len(dets) == 0:
-            return {}
-        columns = focalplane.detector_data.colnames
-        missing = [name for name in ("bandcenter", "bandwidth") if name not in columns]
-        if missing:
-            raise ValueError(
-                f"Focalplane of observation {ob.name!r} has no column {missing}, needed to "
-                "convert W to K_CMB. Set InjectCRAB.calibration to a dP/dT in W / K, or "
-                "add bandcenter and bandwidth to the focalplane."
-            )
-        scale = {}
-        for det in dets:
-            dpdt = dpdt_cmb(
-                focalplane[det]["bandcenter"],
-                focalplane[det]["bandwidth"],
-                self.optical_efficiency,
-            )
-            scale[det] = kelvin / dpdt.to_value(u.W / u.K)
-        return scale
+        return watts_to_units_factors(
+            focalplane,
+            dets,
+            units,
+            calibration=self.calibration,
+            optical_efficiency=self.optical_efficiency,
+            operator="InjectCRAB",
+            target=f"{self.det_data!r} of observation {ob.name!r}",
+        )
 
     @staticmethod
     def _session_offset(ob, rate_hz):

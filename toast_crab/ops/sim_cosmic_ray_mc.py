@@ -16,7 +16,7 @@ from toast.timing import Timer, function_timer
 from toast.traits import Float, Int, Quantity, Unicode, Unit, trait_docs
 from toast.utils import Logger, name_UID
 
-from ..calibration import dpdt_cmb
+from ..calibration import watts_to_units_factors
 from ..generation import stream_keys
 from ..mc.blocks import BlockRenderer
 from ..mc.config import MCConfig
@@ -473,41 +473,15 @@ class SimCosmicRayMC(Operator):
 
     def _unit_scale(self, ob, focalplane, dets, units):
         """Return per-detector factors from W to ``units``."""
-        if units.is_equivalent(u.W):
-            factor = (1.0 * u.W).to_value(units)
-            return {det: factor for det in dets}
-
-        if not units.is_equivalent(u.K):
-            raise ValueError(
-                f"SimCosmicRayMC cannot add to {self.det_data!r} of observation {ob.name!r} "
-                f"in units {units}: they are neither power nor temperature. Use a key in "
-                "W (or a multiple) or in K_CMB (K or a multiple)."
-            )
-        kelvin = (1.0 * u.K).to_value(units)
-        if self.calibration is not None:
-            factor = kelvin / self.calibration.to_value(u.W / u.K)
-            return {det: factor for det in dets}
-
-        # The focalplane table is the same on every process, so this check raises on all
-        # of them or on none.
-        columns = focalplane.detector_data.colnames
-        missing = [name for name in ("bandcenter", "bandwidth") if name not in columns]
-        if missing:
-            raise ValueError(
-                f"Focalplane of observation {ob.name!r} has no column {missing}, needed to "
-                "convert W to K_CMB. Set SimCosmicRayMC.calibration to a dP/dT in W / K, or "
-                "add bandcenter and bandwidth to the focalplane."
-            )
-
-        scale = {}
-        for det in dets:
-            dpdt = dpdt_cmb(
-                focalplane[det]["bandcenter"],
-                focalplane[det]["bandwidth"],
-                self.optical_efficiency,
-            )
-            scale[det] = kelvin / dpdt.to_value(u.W / u.K)
-        return scale
+        return watts_to_units_factors(
+            focalplane,
+            dets,
+            units,
+            calibration=self.calibration,
+            optical_efficiency=self.optical_efficiency,
+            operator="SimCosmicRayMC",
+            target=f"{self.det_data!r} of observation {ob.name!r}",
+        )
 
     def _wafer_groups(self, ob, config, dets):
         """Group the selected local detectors by wafer, with their positions on the wafer."""
