@@ -15,7 +15,6 @@ training samples.
 """
 
 import csv
-import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +30,8 @@ from keras import ops
 from scipy import signal, stats
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
+
+from .config import TomlConfig
 
 __all__ = [
     "CrabBCE",
@@ -57,7 +58,7 @@ _EDGE_SAMPLES = 10
 
 
 @dataclass(frozen=True)
-class CrabBCEConfig:
+class CrabBCEConfig(TomlConfig):
     """Settings of one ``crab_bce`` training run.
 
     The TOML config groups the fields in tables: top level (``family``, ``name``,
@@ -100,6 +101,8 @@ class CrabBCEConfig:
     n_validation_chunks: int = 2000
 
     # TOML table -> {TOML key: field name}
+    _FAMILY = FAMILY
+
     _LAYOUT = {
         "": {"family": None, "name": "name", "description": "description", "seed": "seed"},
         "data": {"path": "data_path", "validation_fraction": "validation_fraction"},
@@ -135,17 +138,7 @@ class CrabBCEConfig:
     }
 
     def __post_init__(self):
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            expected = item.type
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, item.name, float(value))
-                continue
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise TypeError(
-                    f"crab_bce config entry {item.name!r} must be of type "
-                    f"{expected.__name__}. Got {value!r} of type {type(value).__name__}."
-                )
+        self._check_types()
         self._check_values()
 
     def _check_values(self):
@@ -194,57 +187,6 @@ class CrabBCEConfig:
                 "crab_bce config has no training set: set [data] path in the TOML or "
                 "pass --data PATH."
             )
-
-    @classmethod
-    def from_toml_dict(cls, table, source="config"):
-        """Build a config from the tables of a parsed TOML file.
-
-        Args:
-            table (dict): The parsed TOML (``tomllib.load``).
-            source (str): Where the table came from, for error messages.
-
-        Raises:
-            ValueError: On an unknown table or key, or a value out of range.
-            TypeError: On a value of the wrong type.
-        """
-        kwargs = {}
-        for section, value in table.items():
-            if isinstance(value, dict):
-                if section not in cls._LAYOUT or not section:
-                    raise ValueError(
-                        f"{source}: unknown table [{section}]; crab_bce reads "
-                        f"{sorted(k for k in cls._LAYOUT if k)}."
-                    )
-                entries = value
-            else:
-                section, entries = "", {section: value}
-            for key, entry in entries.items():
-                if key not in cls._LAYOUT[section]:
-                    where = f"[{section}]" if section else "the top level"
-                    raise ValueError(
-                        f"{source}: unknown key {key!r} in {where}; expected one of "
-                        f"{sorted(cls._LAYOUT[section])}."
-                    )
-                field_name = cls._LAYOUT[section][key]
-                if field_name is not None:
-                    kwargs[field_name] = entry
-        return cls(**kwargs)
-
-    def to_toml_dict(self):
-        """Return the settings in the table layout of the TOML config."""
-        table = {"family": FAMILY}
-        for section, keys in self._LAYOUT.items():
-            target = table if not section else table.setdefault(section, {})
-            for key, field_name in keys.items():
-                if field_name is not None:
-                    target[key] = getattr(self, field_name)
-        return table
-
-    def resolved_bundle_path(self):
-        """Return the bundle path: ``bundle`` if set, else ``<out_dir>/<name>.keras``."""
-        if self.bundle_path:
-            return self.bundle_path
-        return os.path.join(self.out_dir, f"{self.name}.keras")
 
 
 def robust_sigma(x):
