@@ -1,7 +1,7 @@
 """Model bundles: a Keras generator plus its JSON model card.
 
 A bundle is two files side by side, ``NAME.keras`` (the generator saved by Keras 3)
-and ``NAME.json`` (the model card). The card says how to use the generator: sample
+and ``NAME.json`` (the model card). The card records how to use the generator: sample
 rate, chunk length, output unit, amplitude transform, latent shape, conditioning,
 and how the model was trained and how well it scored. Loading checks the card
 against the schema and rejects what this version cannot honour.
@@ -247,7 +247,7 @@ def load_bundle(path=None):
         )
     if output_shape not in ((card["chunk_length"],), (card["chunk_length"], 1)):
         raise BundleError(
-            f"Generator {keras_path!r} outputs shape {output_shape}, but its card says "
+            f"Generator {keras_path!r} outputs shape {output_shape}, but its card gives "
             f"chunk_length {card['chunk_length']}. The two files do not belong together."
         )
     return Bundle(

@@ -1,7 +1,7 @@
 """Calibration from absorbed power (W) to CMB thermodynamic temperature (K_CMB).
 
 A single-mode, single-polarization detector with a top-hat band [nu_c - dnu/2,
-nu_c + dnu/2] and optical efficiency eta sees a change of CMB temperature dT as a
+nu_c + dnu/2] and optical efficiency eta converts a change of CMB temperature dT into a
 power change
 
     dP/dT_CMB = eta * k_B * integral over the band of x^2 e^x / (e^x - 1)^2 dnu,

@@ -185,7 +185,7 @@ def node_rank_and_size(comm=None):
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """Where this process runs the generator.
+    """Device plan of this process for the generator.
 
     Attributes:
         policy (str): The requested policy.
@@ -245,7 +245,7 @@ def configure_devices(policy="auto", on_missing_gpu="error", comm=None, n_thread
     :func:`toast_crab.generation.configure_tensorflow_threads`), picks the GPU of the
     process's node-local rank (or the CPU), makes only that GPU visible and turns on
     its memory growth. TensorFlow accepts these settings only before its first
-    operation; a later call reuses the visibility set by the first one, and if
+    operation, so a later call reuses the visibility set by the first one. If
     TensorFlow had already started, the choice is applied with device placement and
     a warning.
 
@@ -330,7 +330,7 @@ def mixed_precision_model(model):
     """Return a copy of a generator that computes in float16 with a float32 output.
 
     Every layer up to the last one with weights gets the Keras "mixed_float16" dtype
-    policy (float32 variables, float16 computation); that layer and the ones after
+    policy (float32 variables, float16 computation). That layer and the ones after
     it stay float32, so the output keeps float32 range and precision near the end.
     The weights are copied.
 

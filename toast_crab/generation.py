@@ -1,6 +1,6 @@
 """Turn (model bundle, stream keys, sample ranges) into cosmic-ray timestreams.
 
-This layer knows nothing of TOAST observations; the operators translate their
+This layer does not use TOAST observations. The operators translate their
 observations into :class:`StreamRequest` objects.
 
 Random numbers

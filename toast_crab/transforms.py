@@ -1,7 +1,7 @@
 """Invertible amplitude transforms between watts and network space.
 
 Cosmic-ray timestreams are heavy tailed: a direct hit on the TES island is tens of
-times the wafer continuum. A network sees ``y = asinh(x / scale_w)``, which is linear
+times the wafer continuum. A network works on ``y = asinh(x / scale_w)``, which is linear
 for ``|x| << scale_w`` and logarithmic in the tail, and its output goes back to watts
 with ``x = scale_w * sinh(y)``. The constant is global (one per model bundle), so
 absolute amplitudes survive; a per-window normalization would discard them.

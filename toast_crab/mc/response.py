@@ -9,7 +9,7 @@ Model (linear electrothermal feedback of a voltage-biased TES, Irwin, K. D. & Hi
   so the readout measures the fraction L / (1 + L) of E, where L is the loop gain.
 * Wafer hit of energy E: the wafer (the bath of every TES on it) warms by
   dT_b = (E / C_w) w_j exp(-(t - t0) / tau_w), with w_j a distance weight for detector j.
-  The leg power changes by -G_b dT_b and the loop answers with
+  The leg power changes by -G_b dT_b and the loop responds with
   dP_J = -(L / (1 + L)) G_b [dT_b * exp(-t / tau_eff) / tau_eff], which is
   -(L / (1 + L)) G_b (E / C_w) w_j tau_w / (tau_w - tau_eff) (exp(-t'/tau_w) - exp(-t'/tau_eff)).
 * Wafer heat capacity: Debye T^3 law for crystalline silicon,

@@ -66,7 +66,7 @@ class InjectCRAB(Operator):
     Run both to bracket the effect.
 
     Limitations: only unconditioned generators run (cards with an empty
-    ``conditioning``); the bundle's sample rate must equal the focalplane's; an
+    ``conditioning``). The bundle's sample rate must equal the focalplane's. An
     unexpected failure inside TensorFlow after the checks can leave earlier
     observations already injected. Bit-identical output for every process grid is
     tested on the CPU; GPU outputs differ from CPU outputs by float32 rounding

@@ -120,7 +120,7 @@ class SimCosmicRayMC(Operator):
     Randomness. Every random number comes from TOAST's counter-based RNG. The keys are
     the realization, the telescope and session uids, the component id and the target.
     The target of wafer hits is the wafer uid (a hash of its name), so all detectors of
-    the wafer share them; the target of island hits is the detector uid. Hits are drawn
+    the wafer share them. The target of island hits is the detector uid. Hits are drawn
     per absolute time block of ``block_length`` samples on a grid anchored at the
     session start. Each block is rendered from zero filter states after a lead-in that
     covers pulse tails and the filter settling. Each process renders every block that
