@@ -32,7 +32,11 @@ CARD_SCHEMA = "toast_crab.model_card"
 CARD_SCHEMA_VERSION = 1
 
 # Families whose generator maps (batch,) + latent_shape to (batch, chunk_length[, 1]).
-KNOWN_FAMILIES = ("crab_bce", "wgan_gp")
+CHUNK_FAMILIES = ("crab_bce", "wgan_gp", "vae")
+# Families whose generator maps a latent sequence (batch, n_latent, channels) to a
+# timestream (batch, n_latent * latent_stride); see ``validate_card``.
+SEQUENCE_FAMILIES = ("seamless",)
+KNOWN_FAMILIES = CHUNK_FAMILIES + SEQUENCE_FAMILIES
 
 # Required card entries and their JSON types.
 _REQUIRED = {

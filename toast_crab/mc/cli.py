@@ -5,6 +5,7 @@ Example::
     crab-mc --config examples/mc_default.toml --n-chunks 20000 --n-runs 100 --seed 1 \\
         --out train.h5 --plot train.png
     crab-mc --n-chunks 2000 --n-detectors 12 --out group.h5   # 12 neighbouring detectors
+    crab-mc --n-chunks 4000 --n-runs 20 --phi-gv 0.75 --out solar_max.h5
 """
 
 import argparse
@@ -51,6 +52,11 @@ def build_parser():
         help="detectors per chunk on one wafer: 1 writes (n_chunks, chunk_length) chunks, "
         "N > 1 writes (n_chunks, N, chunk_length) chunks of neighbouring detectors",
     )
+    parser.add_argument(
+        "--phi-gv", type=float, default=None,
+        help="solar modulation potential in GV for every run; replaces the config's "
+        "phi_gv, phi_range_gv and mission_date (e.g. 0.30 at solar minimum, 0.75 at maximum)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="root seed (non-negative integer)")
     parser.add_argument("--workers", type=int, default=1, help="processes that simulate runs")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
@@ -81,6 +87,13 @@ def main(argv=None):
 
     try:
         config = MCConfig() if args.config is None else MCConfig.from_toml(args.config)
+        if args.phi_gv is not None:
+            import dataclasses
+
+            environment = dataclasses.replace(
+                config.environment, phi_gv=args.phi_gv, phi_range_gv=None, mission_date=None
+            )
+            config = dataclasses.replace(config, environment=environment)
         n_runs = args.n_runs if args.n_runs is not None else max(1, args.n_chunks // 200)
         from toast_crab.datasets import write_training_set
 

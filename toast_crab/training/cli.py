@@ -24,6 +24,8 @@ __all__ = ["TRAINING_FAMILIES", "load_config", "main", "run_training"]
 TRAINING_FAMILIES = {
     "crab_bce": ("toast_crab.training.crab_bce", "CrabBCEConfig", "train_crab_bce"),
     "wgan_gp": ("toast_crab.training.wgan_gp", "WganGPConfig", "train_wgan_gp"),
+    "vae": ("toast_crab.training.vae", "VAEConfig", "train_vae"),
+    "seamless": ("toast_crab.training.seamless", "SeamlessConfig", "train_seamless"),
 }
 
 
