@@ -51,6 +51,72 @@ def write_tiny_bundle(folder, name="tiny", chunk_length=64, latent_dim=8, seed=3
     return path
 
 
+# Reach of the tiny sequence model, in latent positions: the kernel-3 convolutions at
+# 1x, 2x and 4x the latent rate reach 1 + 1/2 + 1/4 positions, plus one position for
+# the rounding of t // stride.
+TINY_SEQUENCE_HALO = 3
+
+
+def write_tiny_seamless_bundle(folder, name="tiny_seq", channels=4, conditioned=False,
+                               seed=5, sample_rate_hz=SAMPLE_RATE_HZ, scale_w=1.0e-17,
+                               halo=TINY_SEQUENCE_HALO):
+    """Write a small random-weight sequence ("seamless") bundle; return its .keras path.
+
+    Fully convolutional: Conv1D at the latent rate, two UpSampling1D + Conv1D stages
+    (latent stride 4). With ``conditioned`` a second input (batch, 1) is mapped by a
+    Dense layer to one offset per channel and added at every time step.
+    """
+    import keras
+    from keras import layers
+
+    from toast_crab.bundle import CARD_SCHEMA, CARD_SCHEMA_VERSION, save_bundle
+
+    keras.utils.set_random_seed(seed)
+    z_in = keras.Input((None, channels), name="latents")
+    x = layers.Conv1D(8, 3, padding="same")(z_in)
+    inputs = z_in
+    if conditioned:
+        c_in = keras.Input((1,), name="condition")
+        offset = layers.Reshape((1, 8))(layers.Dense(8)(c_in))
+        x = layers.Add()([x, offset])
+        inputs = [z_in, c_in]
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.UpSampling1D(2)(x)
+    x = layers.Conv1D(8, 3, padding="same")(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.UpSampling1D(2)(x)
+    x = layers.Conv1D(1, 3, padding="same")(x)
+    x = layers.Reshape((-1,))(x)
+    generator = keras.Model(inputs, x)
+    conditioning = {}
+    if conditioned:
+        conditioning = {
+            "phi_gv": {
+                "unit": "GV", "offset": 0.5, "scale": 0.2, "range": [0.3, 0.75],
+                "training_levels": [0.3, 0.75], "held_out_levels": [],
+            }
+        }
+    card = {
+        "schema": CARD_SCHEMA,
+        "schema_version": CARD_SCHEMA_VERSION,
+        "name": name,
+        "family": "seamless",
+        "sample_rate_hz": sample_rate_hz,
+        "chunk_length": 64,
+        "output_unit": "W",
+        "transform": {"name": "asinh", "scale_w": scale_w},
+        "latent_shape": [channels],
+        "sequence": {"latent_stride": 4, "halo_latents": int(halo)},
+        "conditioning": conditioning,
+        "training_data": {"note": "untrained test bundle"},
+        "training": {"steps": 0},
+        "validation": {},
+    }
+    path = os.path.join(str(folder), f"{name}.keras")
+    save_bundle(generator, card, path)
+    return path
+
+
 def edit_card(keras_path, **changes):
     """Rewrite entries of a bundle's card in place."""
     card_path = os.path.splitext(keras_path)[0] + ".json"

@@ -1,7 +1,16 @@
 """Model bundles: a Keras generator plus its JSON model card.
 
 A bundle is two files side by side, ``NAME.keras`` (the generator saved by Keras 3)
-and ``NAME.json`` (the model card). The card records how to use the generator: sample
+and ``NAME.json`` (the model card).
+
+Two kinds of generator exist. Chunk families (``CHUNK_FAMILIES``) map a latent
+vector to one chunk of ``chunk_length`` samples. Sequence families
+(``SEQUENCE_FAMILIES``) map a latent sequence ``(n_latent, latent_channels)`` to
+``n_latent * latent_stride`` samples; their card adds ``sequence`` =
+``{"latent_stride": S, "halo_latents": H}``, where output sample ``t`` depends only
+on latent positions within ``H`` of ``t // S``. Only sequence families may be
+conditioned, on the solar modulation potential ``phi_gv``: the generator then takes
+a second input ``(batch, 1)`` holding ``(phi_gv - offset) / scale``. The card records how to use the generator: sample
 rate, chunk length, output unit, amplitude transform, latent shape, conditioning,
 and how the model was trained and how well it scored. Loading checks the card
 against the schema and rejects what this version cannot honour.
@@ -17,6 +26,10 @@ from .transforms import transform_from_card
 
 __all__ = [
     "CARD_SCHEMA",
+    "CHUNK_FAMILIES",
+    "CONDITIONING_VARIABLES",
+    "KNOWN_FAMILIES",
+    "SEQUENCE_FAMILIES",
     "CARD_SCHEMA_VERSION",
     "Bundle",
     "BundleError",
@@ -37,6 +50,10 @@ CHUNK_FAMILIES = ("crab_bce", "wgan_gp", "vae")
 # timestream (batch, n_latent * latent_stride); see ``validate_card``.
 SEQUENCE_FAMILIES = ("seamless",)
 KNOWN_FAMILIES = CHUNK_FAMILIES + SEQUENCE_FAMILIES
+
+# Conditioning variables a card may declare, with their units. The network input is
+# (value - offset) / scale; ``range`` is the span of values the model was trained on.
+CONDITIONING_VARIABLES = {"phi_gv": "GV"}
 
 # Required card entries and their JSON types.
 _REQUIRED = {
@@ -89,6 +106,16 @@ class Bundle:
     @property
     def latent_shape(self):
         return tuple(int(n) for n in self.card["latent_shape"])
+
+    @property
+    def is_sequence(self):
+        """True for generators of latent sequences (family in ``SEQUENCE_FAMILIES``)."""
+        return self.card["family"] in SEQUENCE_FAMILIES
+
+    @property
+    def conditioning(self):
+        """The card's conditioning entry (dict, empty when unconditioned)."""
+        return self.card["conditioning"]
 
 
 def default_bundle_path():
@@ -169,15 +196,86 @@ def validate_card(card, source="model card"):
             f"{source} latent_shape must be a list of positive integers. "
             f"Got {card['latent_shape']!r}."
         )
-    if card["conditioning"]:
-        raise BundleError(
-            f"{source} declares conditioning variables {sorted(card['conditioning'])}; "
-            "this toast_crab runs only unconditioned generators."
-        )
+    if card["family"] in SEQUENCE_FAMILIES:
+        _validate_sequence(card, source)
+    _validate_conditioning(card, source)
     try:
         transform_from_card(card["transform"])
     except ValueError as err:
         raise BundleError(f"{source}: {err}") from err
+
+
+def _validate_sequence(card, source):
+    """Check the ``sequence`` entry of a sequence-family card."""
+    sequence = card.get("sequence")
+    if not isinstance(sequence, dict):
+        raise BundleError(
+            f"{source} of family {card['family']!r} lacks the 'sequence' entry "
+            "{'latent_stride': S, 'halo_latents': H}. Re-export the bundle with crab-train."
+        )
+    for key, low in (("latent_stride", 1), ("halo_latents", 0)):
+        value = sequence.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise BundleError(
+                f"{source} sequence.{key} must be an integer >= {low}. Got {value!r}."
+            )
+    if len(card["latent_shape"]) != 1:
+        raise BundleError(
+            f"{source} latent_shape of a sequence model is [latent_channels]. "
+            f"Got {card['latent_shape']!r}."
+        )
+    if card["chunk_length"] % sequence["latent_stride"] != 0:
+        raise BundleError(
+            f"{source} chunk_length {card['chunk_length']} is not a multiple of "
+            f"sequence.latent_stride {sequence['latent_stride']}."
+        )
+
+
+def _validate_conditioning(card, source):
+    """Check the ``conditioning`` entry: empty, or ``phi_gv`` for sequence families."""
+    conditioning = card["conditioning"]
+    if not conditioning:
+        return
+    if card["family"] not in SEQUENCE_FAMILIES:
+        raise BundleError(
+            f"{source} declares conditioning variables {sorted(conditioning)}, but family "
+            f"{card['family']!r} takes no conditioning; only {list(SEQUENCE_FAMILIES)} do."
+        )
+    unknown = sorted(set(conditioning) - set(CONDITIONING_VARIABLES))
+    if unknown:
+        raise BundleError(
+            f"{source} declares conditioning variables {unknown}; this toast_crab knows "
+            f"{list(CONDITIONING_VARIABLES)}. Upgrade toast_crab or choose another bundle."
+        )
+    for name, entry in conditioning.items():
+        where = f"{source} conditioning.{name}"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where} must be a JSON object. Got {entry!r}.")
+        if entry.get("unit") != CONDITIONING_VARIABLES[name]:
+            raise BundleError(
+                f"{where}.unit is {entry.get('unit')!r}; expected "
+                f"{CONDITIONING_VARIABLES[name]!r}."
+            )
+        offset, scale = entry.get("offset"), entry.get("scale")
+        if not _is_number(offset) or not _is_number(scale) or not scale > 0:
+            raise BundleError(
+                f"{where} needs a numeric offset and a positive scale. "
+                f"Got offset={offset!r}, scale={scale!r}."
+            )
+        value_range = entry.get("range")
+        if (
+            not isinstance(value_range, list)
+            or len(value_range) != 2
+            or not all(_is_number(v) for v in value_range)
+            or value_range[0] > value_range[1]
+        ):
+            raise BundleError(
+                f"{where}.range must be [min, max] with min <= max. Got {value_range!r}."
+            )
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_card(path):
@@ -241,6 +339,15 @@ def load_bundle(path=None):
             f"{err}). Re-export it with crab-train or restore the file."
         ) from err
 
+    if card["family"] in SEQUENCE_FAMILIES:
+        _check_sequence_model(generator, card, keras_path)
+        return Bundle(
+            card=card,
+            generator=generator,
+            transform=transform_from_card(card["transform"]),
+            keras_path=keras_path,
+            card_path=card_path,
+        )
     latent_shape = tuple(card["latent_shape"])
     input_shape = tuple(generator.inputs[0].shape[1:])
     output_shape = tuple(generator.outputs[0].shape[1:])
@@ -261,6 +368,38 @@ def load_bundle(path=None):
         keras_path=keras_path,
         card_path=card_path,
     )
+
+
+def _check_sequence_model(generator, card, keras_path):
+    """Check that a sequence generator's inputs and output match its card."""
+    n_inputs = 1 + (1 if card["conditioning"] else 0)
+    if len(generator.inputs) != n_inputs:
+        raise BundleError(
+            f"Generator {keras_path!r} takes {len(generator.inputs)} inputs, but its card "
+            f"implies {n_inputs} (latent sequence"
+            f"{' and condition' if n_inputs == 2 else ''}). The two files do not belong "
+            "together."
+        )
+    latent_shape = tuple(generator.inputs[0].shape[1:])
+    if latent_shape != (None, card["latent_shape"][0]):
+        raise BundleError(
+            f"Generator {keras_path!r} takes latents of shape {latent_shape}, but its card "
+            f"says (any length, {card['latent_shape'][0]} channels). The two files do not "
+            "belong together."
+        )
+    if n_inputs == 2:
+        condition_shape = tuple(generator.inputs[1].shape[1:])
+        if condition_shape != (len(card["conditioning"]),):
+            raise BundleError(
+                f"Generator {keras_path!r} takes a condition of shape {condition_shape}, but "
+                f"its card declares {sorted(card['conditioning'])}."
+            )
+    output_shape = tuple(generator.outputs[0].shape[1:])
+    if output_shape not in ((None,), (None, 1)):
+        raise BundleError(
+            f"Generator {keras_path!r} outputs shape {output_shape}; a sequence generator "
+            "outputs (batch, n_samples) or (batch, n_samples, 1)."
+        )
 
 
 def save_bundle(generator, card, path):

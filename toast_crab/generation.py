@@ -41,6 +41,11 @@ import numpy as np
 __all__ = [
     "DEFAULT_COMPONENT",
     "ChunkGenerator",
+    "SequenceGenerator",
+    "TILE_LATENTS",
+    "draw_latent_tiles",
+    "latent_windows",
+    "make_generator",
     "StreamRequest",
     "configure_tensorflow_threads",
     "draw_latents",
@@ -156,11 +161,14 @@ class StreamRequest:
         first_sample (int): Index of the first requested sample on the session's
             chunk grid (0 = first sample of the session).
         n_samples (int): Number of requested samples.
+        condition (tuple): Network-space condition values of a conditioned sequence
+            generator (``(phi_gv - offset) / scale``); empty for unconditioned models.
     """
 
     keys: tuple
     first_sample: int
     n_samples: int
+    condition: tuple = ()
 
 
 class ChunkGenerator:
@@ -282,6 +290,11 @@ class ChunkGenerator:
     @staticmethod
     def _check_requests(requests):
         for request in requests:
+            if request.condition:
+                raise ValueError(
+                    "This generator takes no condition, but a request carries "
+                    f"{request.condition}. Only conditioned sequence models take one."
+                )
             if request.n_samples > 0 and request.first_sample < 0:
                 raise ValueError(
                     f"first_sample must be >= 0 on the chunk grid. Got {request.first_sample}."
@@ -329,3 +342,325 @@ class ChunkGenerator:
                     lo - request.first_sample,
                     flat[lo - run_first : hi - run_first],
                 )
+
+
+# Latent positions per tile of a latent sequence. Part of the RNG layout: changing
+# it changes every seamless timestream.
+TILE_LATENTS = 64
+
+# Tile indices can be negative (positions before the session, needed by the first
+# blocks' halos), so their counters are offset by 2**39 to stay non-negative and
+# apart from the chunk counters of the chunk families.
+_TILE_OFFSET = 2**39
+
+
+def draw_latent_tiles(keys, tile_indices, latent_channels, component=DEFAULT_COMPONENT):
+    """Draw tiles of a latent sequence, ``TILE_LATENTS`` positions per tile.
+
+    Tile ``k`` of a stream holds latent positions ``[k * TILE_LATENTS, (k + 1) *
+    TILE_LATENTS)`` counted from the first sample of the session, and is one
+    Threefry stream with ``counter1 = component * 2**40 + 2**39 + k``.
+
+    Args:
+        keys (list): ``(key1, key2)`` per tile.
+        tile_indices (list): Tile index per item, in [-2**39, 2**39).
+        latent_channels (int): Values per latent position.
+        component (int): Component id in [0, 2**24).
+
+    Returns:
+        (ndarray): (n_items, TILE_LATENTS, latent_channels) float64.
+    """
+    import toast.rng
+
+    component = int(component)
+    if not 0 <= component < _MAX_COMPONENT:
+        raise ValueError(f"component must be in [0, 2**24). Got {component}.")
+    n_items = len(tile_indices)
+    if n_items == 0:
+        return np.zeros((0, TILE_LATENTS, latent_channels))
+    tiles = [int(tile) for tile in tile_indices]
+    bad = [tile for tile in tiles if not -_TILE_OFFSET <= tile < _TILE_OFFSET]
+    if bad:
+        raise ValueError(f"tile index must be in [-2**39, 2**39). Got {bad[0]}.")
+    base = component * _MAX_CHUNK + _TILE_OFFSET
+    counters = [(base + tile, 0) for tile in tiles]
+    draws = toast.rng.random_multi(
+        [TILE_LATENTS * latent_channels] * n_items,
+        [tuple(k) for k in keys],
+        counters,
+        sampler="gaussian",
+    )
+    return np.stack([draw.array() for draw in draws]).reshape(
+        n_items, TILE_LATENTS, latent_channels
+    )
+
+
+def latent_windows(keys, first_positions, n_positions, latent_channels,
+                   component=DEFAULT_COMPONENT):
+    """Return windows of latent sequences, each tile drawn once.
+
+    Args:
+        keys (list): ``(key1, key2)`` of the stream of each window.
+        first_positions (list): First latent position of each window (may be < 0).
+        n_positions (int): Positions per window.
+        latent_channels (int): Values per position.
+        component (int): Component id.
+
+    Returns:
+        (ndarray): (n_windows, n_positions, latent_channels) float32.
+    """
+    needed = {}
+    spans = []
+    for key, first in zip(keys, first_positions):
+        first = int(first)
+        t0 = first // TILE_LATENTS
+        t1 = (first + n_positions - 1) // TILE_LATENTS
+        spans.append((tuple(key), first, t0, t1))
+        for tile in range(t0, t1 + 1):
+            needed.setdefault((tuple(key), tile), None)
+    order = list(needed)
+    drawn = draw_latent_tiles(
+        [key for key, _ in order], [tile for _, tile in order], latent_channels, component
+    )
+    for position, item in enumerate(order):
+        needed[item] = drawn[position]
+    out = np.empty((len(spans), n_positions, latent_channels), dtype=np.float32)
+    for row, (key, first, t0, t1) in enumerate(spans):
+        joined = np.concatenate([needed[(key, tile)] for tile in range(t0, t1 + 1)])
+        start = first - t0 * TILE_LATENTS
+        out[row] = joined[start : start + n_positions]
+    return out
+
+
+class SequenceGenerator:
+    """Block-wise inference of a sequence (seamless) generator, in watts.
+
+    The timeline of a stream is cut into blocks of ``block_latents`` latent positions
+    (``block_latents * latent_stride`` samples) anchored at the first sample of the
+    session. Block ``b`` runs the generator on latent positions ``[b * L - H,
+    (b + 1) * L + H)`` (``L = block_latents``, ``H`` = the card's ``halo_latents``)
+    and keeps the output samples of positions ``[b * L, (b + 1) * L)``. Neighbouring
+    blocks share the latents of their overlap, and every kept sample lies at least
+    ``H`` positions from the block edge, so the result equals one pass of the
+    generator over the whole latent sequence up to float32 rounding.
+
+    The latent sequence is drawn in tiles of ``TILE_LATENTS`` positions with the
+    stream keys of :func:`stream_keys` (see :func:`draw_latent_tiles`), so a sample's
+    latents do not depend on the block size, on which process holds it or on how the
+    data are distributed.
+
+    Args:
+        bundle (Bundle): A loaded sequence-family bundle.
+        batch_size (int): Blocks per inference call.
+        block_latents (int): Latent positions per block, at least ``halo_latents``.
+        component (int): RNG component id of the latent streams.
+        device (str): TensorFlow device, or None.
+        mixed_precision (bool): Run under the "mixed_float16" policy.
+    """
+
+    def __init__(self, bundle, batch_size=256, block_latents=256,
+                 component=DEFAULT_COMPONENT, device=None, mixed_precision=False):
+        import tensorflow as tf
+
+        if not bundle.is_sequence:
+            raise ValueError(
+                f"Model {bundle.card['name']!r} of family {bundle.card['family']!r} is a "
+                "chunk generator; use ChunkGenerator."
+            )
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1. Got {batch_size}.")
+        sequence = bundle.card["sequence"]
+        self.stride = int(sequence["latent_stride"])
+        self.halo = int(sequence["halo_latents"])
+        if int(block_latents) < max(1, self.halo):
+            raise ValueError(
+                f"block_latents must be at least the model's halo of {self.halo} latent "
+                f"positions (and at least 1). Got {block_latents}."
+            )
+        self.bundle = bundle
+        self.batch_size = int(batch_size)
+        self.block_latents = int(block_latents)
+        self.block_length = self.block_latents * self.stride
+        self.component = int(component)
+        self.device = device
+        self.mixed_precision = bool(mixed_precision)
+        (self.latent_channels,) = bundle.latent_shape
+        self.n_conditions = len(bundle.conditioning)
+        model = bundle.generator
+        if self.mixed_precision:
+            from .devices import mixed_precision_model
+
+            model = mixed_precision_model(model)
+        self.model = model
+        n_in = self.block_latents + 2 * self.halo
+        latent_spec = tf.TensorSpec((self.batch_size, n_in, self.latent_channels), tf.float32)
+        condition_spec = tf.TensorSpec((self.batch_size, max(self.n_conditions, 1)), tf.float32)
+        conditioned = self.n_conditions > 0
+
+        def run(z, c):
+            inputs = [z, c] if conditioned else z
+            y = tf.cast(model(inputs, training=False), tf.float32)
+            return tf.reshape(y, (self.batch_size, -1))
+
+        if device is None:
+
+            @tf.function(input_signature=[latent_spec, condition_spec], autograph=False)
+            def infer(z, c):
+                return run(z, c)
+
+        else:
+
+            @tf.function(input_signature=[latent_spec, condition_spec], autograph=False)
+            def infer(z, c):
+                with tf.device(device):
+                    return run(z, c)
+
+        self._infer = infer
+
+    def _check_requests(self, requests):
+        for request in requests:
+            if request.n_samples > 0 and request.first_sample < 0:
+                raise ValueError(
+                    f"first_sample must be >= 0 on the block grid. Got {request.first_sample}."
+                )
+            if len(request.condition) != self.n_conditions:
+                names = sorted(self.bundle.conditioning) or "no condition"
+                raise ValueError(
+                    f"Model {self.bundle.card['name']!r} takes {names}, but a request "
+                    f"carries {len(request.condition)} condition values."
+                )
+
+    def _work_batches(self, requests):
+        """Yield ``(request_indices, block_indices)`` at most ``batch_size`` at a time."""
+        pending_requests, pending_blocks, n_pending = [], [], 0
+        for index, request in enumerate(requests):
+            if request.n_samples <= 0:
+                continue
+            block = request.first_sample // self.block_length
+            last = (request.first_sample + request.n_samples - 1) // self.block_length
+            while block <= last:
+                take = min(last + 1 - block, self.batch_size - n_pending)
+                pending_requests.append(np.full(take, index, dtype=np.int64))
+                pending_blocks.append(np.arange(block, block + take, dtype=np.int64))
+                n_pending += take
+                block += take
+                if n_pending == self.batch_size:
+                    yield np.concatenate(pending_requests), np.concatenate(pending_blocks)
+                    pending_requests, pending_blocks, n_pending = [], [], 0
+        if n_pending > 0:
+            yield np.concatenate(pending_requests), np.concatenate(pending_blocks)
+
+    def _block_latents(self, requests, request_indices, block_indices):
+        """Assemble the (n, L + 2 H, channels) latent input of a list of blocks."""
+        return latent_windows(
+            [requests[index].keys for index in request_indices],
+            [int(block) * self.block_latents - self.halo for block in block_indices],
+            self.block_latents + 2 * self.halo,
+            self.latent_channels,
+            self.component,
+        )
+
+    def _run_blocks(self, latents, conditions):
+        """Return the kept samples of at most one batch of blocks, in W.
+
+        Args:
+            latents (ndarray): (n, L + 2 H, channels) float32.
+            conditions (ndarray): (n, n_conditions) float32.
+
+        Returns:
+            (ndarray): (n, block_length) float64, W.
+        """
+        n_rows = latents.shape[0]
+        z = np.zeros((self.batch_size,) + latents.shape[1:], dtype=np.float32)
+        z[:n_rows] = latents
+        c = np.zeros((self.batch_size, max(self.n_conditions, 1)), dtype=np.float32)
+        if self.n_conditions:
+            c[:n_rows] = conditions
+        y = self._infer(z, c).numpy()
+        edge = self.halo * self.stride
+        kept = y[:n_rows, edge : edge + self.block_length]
+        return self.bundle.transform.inverse(kept)
+
+    def iter_segments(self, requests):
+        """Generate the requested sample ranges, one contiguous segment at a time.
+
+        Same contract as :meth:`ChunkGenerator.iter_segments`, with blocks in place
+        of chunks.
+
+        Yields:
+            (tuple): ``(request_index, offset, values_w)``.
+        """
+        self._check_requests(requests)
+        length = self.block_length
+        for request_indices, block_indices in self._work_batches(requests):
+            latents = self._block_latents(requests, request_indices, block_indices)
+            conditions = np.array(
+                [requests[index].condition for index in request_indices], dtype=np.float32
+            ).reshape(len(request_indices), self.n_conditions)
+            values = self._run_blocks(latents, conditions)
+            changes = np.flatnonzero(np.diff(request_indices)) + 1
+            starts = np.concatenate(([0], changes))
+            stops = np.concatenate((changes, [request_indices.size]))
+            for start, stop in zip(starts, stops):
+                request = requests[request_indices[start]]
+                run_first = int(block_indices[start]) * length
+                lo = max(run_first, request.first_sample)
+                hi = min(int(block_indices[stop - 1] + 1) * length,
+                         request.first_sample + request.n_samples)
+                flat = values[start:stop].reshape(-1)
+                yield (
+                    int(request_indices[start]),
+                    lo - request.first_sample,
+                    flat[lo - run_first : hi - run_first],
+                )
+
+    def one_pass(self, keys, n_samples, condition=()):
+        """Run the generator once over a whole stream from the session start.
+
+        Reference for the block-wise path: the same latent sequence through one
+        generator call, cropped to ``[0, n_samples)``. Meant for tests and short
+        streams.
+
+        Args:
+            keys (tuple): ``(key1, key2)`` of the stream.
+            n_samples (int): Samples from the session start.
+            condition (tuple): Network-space condition values.
+
+        Returns:
+            (ndarray): (n_samples,) float64, W.
+        """
+        n_latent = -(-int(n_samples) // self.stride)
+        z = latent_windows(
+            [keys], [-self.halo], n_latent + 2 * self.halo, self.latent_channels,
+            self.component,
+        )[0]
+        inputs = [z[None].astype(np.float32)]
+        if self.n_conditions:
+            inputs.append(np.asarray(condition, dtype=np.float32).reshape(1, -1))
+        y = np.asarray(self.model(inputs if self.n_conditions else inputs[0], training=False))
+        y = y.reshape(-1)[self.halo * self.stride :][: int(n_samples)]
+        return self.bundle.transform.inverse(y)
+
+
+def make_generator(bundle, batch_size=256, block_latents=256, component=DEFAULT_COMPONENT,
+                   device=None, mixed_precision=False):
+    """Return the generator runner that fits a bundle: chunk or sequence.
+
+    Args:
+        bundle (Bundle): A loaded bundle.
+        batch_size (int): Chunks (or blocks) per inference call.
+        block_latents (int): Latent positions per block of a sequence model.
+        component, device, mixed_precision: As for :class:`ChunkGenerator`.
+
+    Returns:
+        (ChunkGenerator or SequenceGenerator)
+    """
+    if bundle.is_sequence:
+        return SequenceGenerator(
+            bundle, batch_size=batch_size, block_latents=block_latents, component=component,
+            device=device, mixed_precision=mixed_precision,
+        )
+    return ChunkGenerator(
+        bundle, batch_size=batch_size, component=component, device=device,
+        mixed_precision=mixed_precision,
+    )

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from helpers import create_comm, create_satellite_data, gather_detdata, write_tiny_bundle
+from helpers import (
+    create_comm,
+    create_satellite_data,
+    gather_detdata,
+    write_tiny_bundle,
+    write_tiny_seamless_bundle,
+)
 from toast_crab.ops import InjectCRAB
 
 WORLD = MPI.COMM_WORLD
@@ -26,11 +32,11 @@ def bundle_path(tmp_path_factory):
 
 
 def _inject(comm, bundle_path, groupsize=0, distribute_time=False, realization=0,
-            streams="detector"):
+            streams="detector", **options):
     toast_comm = create_comm(comm, groupsize=groupsize)
     data = create_satellite_data(toast_comm, distribute_time=distribute_time)
     InjectCRAB(
-        model=bundle_path, det_data="cr", realization=realization, streams=streams
+        model=bundle_path, det_data="cr", realization=realization, streams=streams, **options
     ).apply(data)
     result = gather_detdata(data, "cr", WORLD)
     data.clear()
@@ -117,3 +123,24 @@ def test_group_without_observations(bundle_path):
     if WORLD.size > 1:
         assert 0 in n_obs
     assert len(result) == 14
+
+
+@pytest.fixture(scope="module")
+def seamless_path(tmp_path_factory):
+    path = None
+    if WORLD.rank == 0:
+        path = write_tiny_seamless_bundle(tmp_path_factory.mktemp("seq"), conditioned=True)
+    return WORLD.bcast(path, root=0)
+
+
+@needs_two
+@pytest.mark.parametrize("groupsize, distribute_time", [(0, False), (1, False), (0, True)])
+def test_seamless_blocks_match_one_process(seamless_path, groupsize, distribute_time):
+    # phi comes from each observation's date; blocks of 16 latent positions (64
+    # samples) split every observation into many blocks with shared halos.
+    options = dict(block_latents=16, batch_size=8)
+    reference = _inject(MPI.COMM_SELF, seamless_path, **options)
+    result = _inject(WORLD, seamless_path, groupsize=groupsize,
+                     distribute_time=distribute_time, **options)
+    assert _mismatches(result, reference) == []
+    assert all(np.any(values != 0) for values in reference.values())

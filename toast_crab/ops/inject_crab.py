@@ -12,7 +12,9 @@ from toast.utils import Logger, name_UID
 from ..bundle import default_bundle_path, load_bundle, read_card
 from ..calibration import watts_to_units_factors
 from ..devices import DEVICE_POLICIES, MISSING_GPU_ACTIONS, configure_devices
-from ..generation import DEFAULT_COMPONENT, ChunkGenerator, StreamRequest, stream_keys
+from ..generation import DEFAULT_COMPONENT, StreamRequest, make_generator, stream_keys
+from ..mc.solar_cycle import parse_date
+from .sim_cosmic_ray_mc import _first_sample_time
 
 __all__ = ["InjectCRAB"]
 
@@ -21,6 +23,8 @@ __all__ = ["InjectCRAB"]
 _RATE_RTOL = 1.0e-6
 
 _STREAM_MODES = ("detector", "wafer")
+
+_PHI_DATE_OBSERVATION = "observation"
 
 
 @trait_docs
@@ -37,8 +41,8 @@ class InjectCRAB(Operator):
 
     Chunks sit on a grid anchored at the first sample of the observation's session,
     so time-distributed data and observations that start inside a session are
-    covered without shifts. Consecutive chunks are independent draws, so the
-    timestream has a seam every ``chunk_length`` samples.
+    covered without shifts. With a chunk model consecutive chunks are independent
+    draws, so the timestream has a seam every ``chunk_length`` samples.
 
     Units: power units (W and multiples) get the generator output directly.
     Temperature units are taken as CMB thermodynamic temperature (TOAST's ``K``):
@@ -65,8 +69,19 @@ class InjectCRAB(Operator):
     the same stream, which underestimates it and makes direct-hit glitches coincident.
     Run both to bracket the effect.
 
-    Limitations: only unconditioned generators run (cards with an empty
-    ``conditioning``). The bundle's sample rate must equal the focalplane's. An
+    Sequence (seamless) models: for a bundle of a sequence family the timeline is
+    built from blocks of ``block_latents`` latent positions anchored at the session
+    start; neighbouring blocks share the latents of their overlap and keep only
+    samples outside the model's halo, so the timestream has no seams and equals one
+    pass of the generator over the whole observation up to float32 rounding.
+
+    Flux conditioning: a bundle conditioned on the solar modulation potential gets
+    ``phi`` when set, else phi(t) of the solar-cycle model (``mc_config``'s
+    ``[solar_cycle]`` table, or its defaults) at ``phi_date``: the session start of
+    each observation, or a fixed ISO 8601 date. Values outside the range the model
+    was trained on are rejected. Unconditioned bundles reject ``phi``.
+
+    Limitations: the bundle's sample rate must equal the focalplane's. An
     unexpected failure inside TensorFlow after the checks can leave earlier
     observations already injected. Bit-identical output for every process grid is
     tested on the CPU; GPU outputs differ from CPU outputs by float32 rounding
@@ -131,7 +146,34 @@ class InjectCRAB(Operator):
     )
 
     batch_size = Int(
-        256, help="Chunks per generator call; the output bits depend on it"
+        256, help="Chunks (or blocks of a sequence model) per generator call; the output "
+        "bits depend on it"
+    )
+
+    block_latents = Int(
+        256,
+        help="Latent positions per block of a sequence (seamless) model; at least the "
+        "model's halo. The output bits depend on it",
+    )
+
+    phi = Quantity(
+        None,
+        allow_none=True,
+        help="Solar modulation potential (e.g. 0.45 GV) for flux-conditioned models; None "
+        "takes phi(t) of the solar-cycle model at phi_date",
+    )
+
+    phi_date = Unicode(
+        _PHI_DATE_OBSERVATION,
+        help="Date of the solar-cycle phi when phi is None: 'observation' (session start "
+        "of each observation) or an ISO 8601 date such as '2032-06-01'",
+    )
+
+    mc_config = Unicode(
+        None,
+        allow_none=True,
+        help="MC TOML file whose [solar_cycle] table defines phi(t); None uses the "
+        "toast_crab defaults",
     )
 
     streams = Unicode(
@@ -220,6 +262,38 @@ class InjectCRAB(Operator):
             raise traitlets.TraitError(f"batch_size must be at least 1. Got {value}.")
         return value
 
+    @traitlets.validate("block_latents")
+    def _check_block_latents(self, proposal):
+        value = proposal["value"]
+        if value < 1:
+            raise traitlets.TraitError(f"block_latents must be at least 1. Got {value}.")
+        return value
+
+    @traitlets.validate("phi")
+    def _check_phi(self, proposal):
+        value = proposal["value"]
+        if value is None:
+            return value
+        if not value.unit.is_equivalent(u.V):
+            raise traitlets.TraitError(
+                f"phi must be an electric potential such as Quantity('0.45 GV'). Got {value}."
+            )
+        if not (np.isfinite(value.value) and value.to_value(u.GV) >= 0.0):
+            raise traitlets.TraitError(f"phi must be >= 0 GV. Got {value}.")
+        return value
+
+    @traitlets.validate("phi_date")
+    def _check_phi_date(self, proposal):
+        value = proposal["value"]
+        if value != _PHI_DATE_OBSERVATION:
+            try:
+                parse_date(value, name="phi_date")
+            except (TypeError, ValueError) as error:
+                raise traitlets.TraitError(
+                    f"{error}, or use '{_PHI_DATE_OBSERVATION}' for the date of each observation"
+                ) from error
+        return value
+
     @traitlets.validate("device")
     def _check_device(self, proposal):
         value = proposal["value"]
@@ -293,12 +367,14 @@ class InjectCRAB(Operator):
         if (
             generator is None
             or generator.batch_size != self.batch_size
+            or getattr(generator, "block_latents", self.block_latents) != self.block_latents
             or generator.device != plan.device
             or generator.mixed_precision != mixed
         ):
-            self._generator = ChunkGenerator(
+            self._generator = make_generator(
                 self._bundle,
                 batch_size=self.batch_size,
+                block_latents=self.block_latents,
                 component=self.component,
                 device=plan.device,
                 mixed_precision=mixed,
@@ -314,8 +390,16 @@ class InjectCRAB(Operator):
 
         # Check everything before touching any data.
         card = read_card(self._model_path())
-        plans = [self._plan_observation(ob, card, detectors) for ob in data.obs]
+        self._check_model_options(card)
+        solar_cycle = self._solar_cycle() if card["conditioning"] else None
+        plans = [self._plan_observation(ob, card, detectors, solar_cycle) for ob in data.obs]
         _, generator = self._load(data.comm)
+        for ob, plan in zip(data.obs, plans):
+            if plan["phi_gv"] is not None:
+                log.debug_rank(
+                    f"InjectCRAB: observation {ob.name!r} uses phi = {plan['phi_gv']:.4g} GV",
+                    comm=ob.comm.comm_group,
+                )
 
         n_dets = 0
         n_samples = 0
@@ -339,7 +423,54 @@ class InjectCRAB(Operator):
             timer=timer,
         )
 
-    def _plan_observation(self, ob, card, detectors):
+    def _check_model_options(self, card):
+        """Reject options that the bundle cannot use."""
+        if not card["conditioning"] and self.phi is not None:
+            raise ValueError(
+                f"InjectCRAB.phi is {self.phi}, but model {card['name']!r} is not conditioned "
+                "on the cosmic-ray flux. Unset phi, or use a flux-conditioned bundle."
+            )
+        sequence = card.get("sequence")
+        if sequence is not None and self.block_latents < sequence["halo_latents"]:
+            raise ValueError(
+                f"InjectCRAB.block_latents is {self.block_latents}, below the halo of "
+                f"{sequence['halo_latents']} latent positions of model {card['name']!r}. "
+                f"Set block_latents to at least {sequence['halo_latents']}."
+            )
+
+    def _solar_cycle(self):
+        """Return the solar-cycle model that gives phi(t)."""
+        from ..mc.config import MCConfig, SolarCycleConfig
+
+        if self.mc_config is None:
+            return SolarCycleConfig()
+        return MCConfig.from_toml(self.mc_config).solar_cycle
+
+    def _condition(self, ob, card, solar_cycle):
+        """Return the network-space condition of an observation and its phi (GV)."""
+        entry = card["conditioning"]["phi_gv"]
+        if self.phi is not None:
+            phi_gv = float(self.phi.to_value(u.GV))
+            origin = "InjectCRAB.phi"
+        else:
+            if self.phi_date != _PHI_DATE_OBSERVATION:
+                moment = self.phi_date
+            else:
+                moment = getattr(ob.session, "start", None)
+                if moment is None:
+                    moment = _first_sample_time(ob)
+            phi_gv = float(solar_cycle.phi_gv(moment))
+            origin = f"the solar-cycle model at {moment}"
+        low, high = entry["range"]
+        if not low - 1.0e-9 <= phi_gv <= high + 1.0e-9:
+            raise ValueError(
+                f"phi = {phi_gv:.4g} GV from {origin} for observation {ob.name!r} lies outside "
+                f"the range [{low:g}, {high:g}] GV that model {card['name']!r} was trained on. "
+                "Set InjectCRAB.phi inside that range, or use a model trained over it."
+            )
+        return ((phi_gv - entry["offset"]) / entry["scale"],), phi_gv
+
+    def _plan_observation(self, ob, card, detectors, solar_cycle=None):
         """Validate one observation and return what to inject where."""
         all_dets = ob.select_local_detectors(detectors)
         dets = ob.select_local_detectors(detectors, flagmask=self.det_mask)
@@ -368,11 +499,17 @@ class InjectCRAB(Operator):
                     "existing flag key, or det_flag_mask to 0."
                 )
 
+        condition, phi_gv = (), None
+        if card["conditioning"]:
+            condition, phi_gv = self._condition(ob, card, solar_cycle)
+
         return {
             "all_dets": all_dets,
             "dets": dets,
             "scale": scale,
             "first_sample": self._session_offset(ob, rate_hz) + ob.local_index_offset,
+            "condition": condition,
+            "phi_gv": phi_gv,
         }
 
     def _unit_scale(self, ob, focalplane, dets, units):
@@ -420,6 +557,7 @@ class InjectCRAB(Operator):
                 stream_keys(self.realization, ob.telescope.uid, ob.session.uid, uid),
                 plan["first_sample"],
                 ob.n_local_samples,
+                plan["condition"],
             )
             for uid in members
         ]
