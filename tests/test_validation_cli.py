@@ -205,3 +205,27 @@ def test_card_split_used(mc_file, tmp_path):
     split = bundle_split(other, training_set, mc_file, sha, 0.1, 0)
     assert split.training_runs is None
     assert split.held_out_runs.size == 12
+
+
+def test_cli_runs_conditioned_sequence_bundle(mc_file, tmp_path):
+    from helpers import write_tiny_seamless_bundle
+
+    bundle = write_tiny_seamless_bundle(tmp_path, conditioned=True)
+    out = str(tmp_path / "seq_report")
+    status = _run(["--bundle", bundle, "--mc", mc_file, "--out", out, "--n-chunks", "30",
+                   "--n-calibration", "2", "--no-c2st"])
+    assert status == 0
+    document, by_name = _metrics(out)
+    # The tiny MC is made at the default phi of 0.35 GV, read from its labels.
+    assert any("phi = 0.35 GV" in note for note in document["notes"])
+    assert by_name["marginal_ks"]["passed"]["tiny_seq"] is False
+
+
+def test_cli_conditioned_bundle_outside_range_fails(mc_file, tmp_path, capsys):
+    from helpers import write_tiny_seamless_bundle
+
+    bundle = write_tiny_seamless_bundle(tmp_path, conditioned=True)
+    status = _run(["--bundle", bundle, "--mc", mc_file, "--out", str(tmp_path / "r"),
+                   "--n-chunks", "30", "--n-calibration", "2", "--no-c2st", "--phi-gv", "1.5"])
+    assert status == 2
+    assert "phi = 1.5 GV of the MC lies outside the range [0.3, 0.75]" in capsys.readouterr().err

@@ -86,6 +86,9 @@ def build_parser():
                         help="Detectors of the map-level run (even)")
     parser.add_argument("--map-nside", type=int, default=32, help="HEALPix nside of the maps")
 
+    parser.add_argument("--phi-gv", type=float, default=None,
+                        help="Solar modulation potential (GV) for flux-conditioned bundles; "
+                        "default: the phi_gv label of the held-out MC runs")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow threads; 0 uses OMP_NUM_THREADS, or every core "
                         "when it is unset")
@@ -240,19 +243,56 @@ def _mc_sets(args, training_set, held_out_runs, notes, progress):
     return reference, calibration, descriptions
 
 
-def _generate(bundle_paths, labels, reference, args, progress):
+def _mc_phi_gv(training_set, held_out_runs, args):
+    """Return phi (GV) of the held-out MC for conditioned bundles."""
+    if args.phi_gv is not None:
+        return float(args.phi_gv)
+    labels = training_set.labels
+    if "phi_gv" not in labels:
+        raise ValueError(
+            f"MC file {args.mc} has no phi_gv label, so the phi of a flux-conditioned bundle "
+            "is unknown. Pass --phi-gv with the MC's modulation potential in GV."
+        )
+    rows = np.isin(labels["run_id"], held_out_runs)
+    values = np.unique(np.round(np.asarray(labels["phi_gv"])[rows], 6))
+    if values.size != 1:
+        raise ValueError(
+            f"The held-out runs of {args.mc} span phi = {values.min():g}-{values.max():g} GV; "
+            "a flux-conditioned bundle needs one value. Validate against MC made at one phi "
+            "(crab-mc --phi-gv) or pass --phi-gv."
+        )
+    return float(values[0])
+
+
+def _condition(card, phi_gv, path):
+    """Return the network-space condition of a bundle at ``phi_gv``."""
+    if not card["conditioning"]:
+        return ()
+    entry = card["conditioning"]["phi_gv"]
+    low, high = entry["range"]
+    if not low - 1.0e-9 <= phi_gv <= high + 1.0e-9:
+        raise ValueError(
+            f"phi = {phi_gv:g} GV of the MC lies outside the range [{low:g}, {high:g}] GV that "
+            f"bundle {path} was trained on. Validate it against MC inside that range."
+        )
+    return ((phi_gv - entry["offset"]) / entry["scale"],)
+
+
+def _generate(bundle_paths, labels, reference, args, progress, phi_gv=None):
     from ..bundle import load_bundle
-    from ..generation import ChunkGenerator
+    from ..generation import make_generator
     from .sources import generate_chunk_set
 
     candidates, second_draws = [], {}
     for path, label in zip(bundle_paths, labels):
         progress(f"generating {label}")
         bundle = load_bundle(path)
-        generator = ChunkGenerator(bundle, batch_size=args.batch_size)
-        first = generate_chunk_set(generator, label, reference, realization=args.seed)
+        generator = make_generator(bundle, batch_size=args.batch_size)
+        condition = _condition(bundle.card, phi_gv, path) if bundle.conditioning else ()
+        first = generate_chunk_set(generator, label, reference, realization=args.seed,
+                                   condition=condition)
         second = generate_chunk_set(generator, f"{label} (realization {args.seed + 1})", reference,
-                                    realization=args.seed + 1)
+                                    realization=args.seed + 1, condition=condition)
         for chunk_set in (first, second):
             bad = int(np.sum(~np.isfinite(chunk_set.chunks)))
             if bad:
@@ -338,7 +378,11 @@ def run_validation(args, command=None):
             "Use --fresh-mc to validate on freshly simulated MC."
         )
     reference, calibration, descriptions = _mc_sets(args, training_set, held_out_runs, notes, progress)
-    candidates, second_draws = _generate(bundle_paths, labels, reference, args, progress)
+    phi_gv = None
+    if any(card["conditioning"] for card in cards):
+        phi_gv = _mc_phi_gv(training_set, held_out_runs, args)
+        notes.append(f"flux-conditioned bundles run at phi = {phi_gv:g} GV, the MC's value.")
+    candidates, second_draws = _generate(bundle_paths, labels, reference, args, progress, phi_gv)
     training, memorization_labels = _training_chunks(training_set, training_runs, labels, notes)
 
     n_c2st_calibration = max(1, min(args.n_c2st_calibration, args.n_calibration))

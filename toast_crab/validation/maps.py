@@ -393,6 +393,8 @@ def run_map_comparison(bundles, mc_config_dict, setup, n_realizations, out_dir, 
         return {"skipped": f"toast_crab.ops.SimCosmicRayMC is not importable ({err})."}, None
     from astropy import units as u
 
+    from ..bundle import read_card
+
     if work_dir is None:
         work_dir = os.path.join(out_dir, "maps")
     os.makedirs(work_dir, exist_ok=True)
@@ -422,8 +424,14 @@ def run_map_comparison(bundles, mc_config_dict, setup, n_realizations, out_dir, 
 
     maps = {"MC": bin_cr_maps(data, setup, make_mc, realizations, work_dir, "mc", progress)}
     for label, path in bundles.items():
-        def make_gen(realization, path=path):
-            return InjectCRAB(name="val_inject", det_data=CR_KEY, realization=realization, model=path)
+        # A flux-conditioned bundle gets the MC's phi; others take none.
+        conditioned = bool(read_card(path)["conditioning"])
+
+        def make_gen(realization, path=path, conditioned=conditioned):
+            return InjectCRAB(
+                name="val_inject", det_data=CR_KEY, realization=realization, model=path,
+                phi=phi_quantity if conditioned else None,
+            )
 
         tag = "gen_" + "".join(ch if ch.isalnum() else "_" for ch in label)
         maps[label] = bin_cr_maps(data, setup, make_gen, realizations, work_dir, tag, progress)

@@ -260,6 +260,11 @@ def check_bundle_compatible(card, sample_rate_hz, chunk_length, source):
             f"{sample_rate_hz:g} Hz. Validate it against MC simulated at {bundle_rate:g} Hz "
             "(crab-mc with readout.sample_rate_hz set to that rate)."
         )
+    from ..bundle import SEQUENCE_FAMILIES
+
+    if card["family"] in SEQUENCE_FAMILIES:
+        # Sequence generators make timestreams of any length.
+        return
     if int(card["chunk_length"]) != int(chunk_length):
         raise ValueError(
             f"Bundle {source} makes chunks of {card['chunk_length']} samples but the MC set "
@@ -268,24 +273,45 @@ def check_bundle_compatible(card, sample_rate_hz, chunk_length, source):
         )
 
 
-def generate_chunk_set(chunk_generator, label, layout, realization):
+def generate_chunk_set(chunk_generator, label, layout, realization, condition=()):
     """Draw chunks from a generator with the stream layout of another set.
 
     Stream ``s`` uses the RNG keys of detector uid ``s`` (telescope and session uid
-    0) in the given realization, so two realizations give independent streams.
+    0) in the given realization, so two realizations give independent streams. A
+    sequence generator fills chunk ``k`` of a stream with samples
+    ``[k * n, (k + 1) * n)`` of the stream's continuous timeline (``n`` = the
+    layout's chunk length), as InjectCRAB would.
 
     Args:
-        chunk_generator (ChunkGenerator): Batched inference of a loaded bundle.
+        chunk_generator (ChunkGenerator or SequenceGenerator): Batched inference of a
+            loaded bundle.
         label (str): Label of the new set.
         layout (ChunkSet): Set whose ``stream_id`` and ``chunk_index`` are copied.
         realization (int): Realization index of the keys.
+        condition (tuple): Network-space condition of a conditioned sequence model.
 
     Returns:
         (ChunkSet): (layout.n_chunks, chunk_length) float64 chunks in W.
     """
-    from ..generation import draw_latents, stream_keys
+    from ..generation import StreamRequest, draw_latents, stream_keys
 
     keys = [stream_keys(realization, 0, 0, int(stream)) for stream in layout.stream_id]
+    if chunk_generator.bundle.is_sequence:
+        length = layout.chunks.shape[-1]
+        requests = [
+            StreamRequest(key, int(index) * length, length, tuple(condition))
+            for key, index in zip(keys, layout.chunk_index)
+        ]
+        chunks = np.zeros((len(requests), length))
+        for row, offset, values in chunk_generator.iter_segments(requests):
+            chunks[row, offset : offset + values.size] = values
+        return ChunkSet(
+            label=label,
+            chunks=chunks,
+            stream_id=layout.stream_id.copy(),
+            chunk_index=layout.chunk_index.copy(),
+            sample_rate_hz=chunk_generator.bundle.sample_rate_hz,
+        )
     latents = draw_latents(
         keys, [int(index) for index in layout.chunk_index], chunk_generator.latent_dim,
         chunk_generator.component,
