@@ -229,3 +229,37 @@ def test_workflow_missing_model_fails_early(tmp_path):
     assert "Traceback" not in output
     # The bundle is checked before SimSatellite runs.
     assert "Simulated pointing" not in output
+
+
+def test_workflow_with_conditioned_seamless_model(tmp_path):
+    from helpers import write_tiny_seamless_bundle
+
+    bundle = write_tiny_seamless_bundle(tmp_path, conditioned=True)
+    out_dir = str(tmp_path / "seamless")
+    result = run([
+        executable("mpiexec"), "-n", "2", sys.executable, WORKFLOW,
+        "--config", os.path.join(REPO, "workflows", "litebird_small.toml"),
+        "--out_dir", out_dir, "--n_detectors", "2", "--num_obs", "2",
+        "--obs_hours", str(5.0 / 60.0), "--pixels.nside", str(NSIDE), "--plot_minutes", "1",
+        "--inject_crab.model", bundle, "--inject_crab.block_latents", "32",
+    ])
+    check_success(result)
+    with open(os.path.join(out_dir, "summary.json")) as handle:
+        summary = json.load(handle)
+    assert summary["model_family"] == "seamless"
+    phis = summary["phi_gv_per_observation"]
+    assert len(phis) == N_OBS
+    # phi(t) of the default solar cycle stays within [0.30, 0.75] GV.
+    assert all(0.3 - 1e-9 <= value <= 0.75 + 1e-9 for value in phis.values())
+    assert summary["cr_rms_kcmb"] > 0
+
+
+def test_workflow_phi_for_unconditioned_model_fails_early(tmp_path):
+    result = run([
+        sys.executable, WORKFLOW, "--out_dir", str(tmp_path), "--n_detectors", "2",
+        "--num_obs", "1", "--obs_hours", "0.05", "--inject_crab.phi", "Quantity('0.4 GV')",
+    ])
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "--inject_crab.phi is 0.4 GV, but model" in output
+    assert "Simulated pointing" not in output

@@ -210,15 +210,36 @@ def cr_source(ops):
     return enabled[0]
 
 
-def check_model(model, sample_rate_hz):
+def check_model(op, sample_rate_hz, schedule=None):
     """Check the model bundle before any simulation, so a bad path fails at once.
+
+    Args:
+        op (InjectCRAB): The configured operator.
+        sample_rate_hz (float): Detector sample rate.
+        schedule (toast.schedule.SatelliteSchedule): Scans whose dates give phi for a
+            flux-conditioned model.
 
     Raises:
         FileNotFoundError: If a file of the bundle is missing.
-        ValueError: If the card is invalid or the bundle's sample rate differs.
+        ValueError: If the card is invalid, the bundle's sample rate differs, or phi
+            does not suit the model.
     """
-    path = model or default_bundle_path()
+    path = op.model or default_bundle_path()
     card = read_card(path)
+    if not card["conditioning"] and op.phi is not None:
+        raise ValueError(
+            f"--inject_crab.phi is {op.phi}, but model {card['name']!r} is not conditioned on "
+            "the cosmic-ray flux. Leave phi unset or choose a flux-conditioned bundle."
+        )
+    if card["conditioning"] and schedule is not None:
+        low, high = card["conditioning"]["phi_gv"]["range"]
+        for name, phi_gv in observation_phi_gv(op, schedule).items():
+            if not low - 1.0e-9 <= phi_gv <= high + 1.0e-9:
+                raise ValueError(
+                    f"phi = {phi_gv:.4g} GV for observation {name!r} lies outside the range "
+                    f"[{low:g}, {high:g}] GV that model {card['name']!r} was trained on. Set "
+                    "--inject_crab.phi inside that range."
+                )
     if abs(card["sample_rate_hz"] - sample_rate_hz) > 1.0e-6 * card["sample_rate_hz"]:
         raise ValueError(
             f"Model {card['name']!r} ({path}) was trained at {card['sample_rate_hz']} Hz "
@@ -231,7 +252,7 @@ def connect_operators(ops, args, telescope, schedule, scan):
     """Set the links between operators and the values taken from the IMo."""
     log = toast.utils.Logger.get()
     if cr_source(ops) is ops.inject_crab:
-        check_model(ops.inject_crab.model, args.sample_rate)
+        check_model(ops.inject_crab, args.sample_rate, schedule)
     ops.sim_satellite.telescope = telescope
     ops.sim_satellite.schedule = schedule
     if ops.sim_satellite.hwp_rpm is None and ops.sim_satellite.hwp_step is None:
@@ -620,16 +641,34 @@ def make_plots(data, ops, args, telescope, cr_stats):
     return paths
 
 
+def observation_phi_gv(op, schedule):
+    """Return the phi (GV) a flux-conditioned InjectCRAB uses for each scheduled scan."""
+    from toast_crab.mc.config import MCConfig, SolarCycleConfig
+
+    if op.phi is not None:
+        return {scan.name: float(op.phi.to_value(u.GV)) for scan in schedule.scans}
+    cycle = SolarCycleConfig() if op.mc_config is None else MCConfig.from_toml(op.mc_config).solar_cycle
+    if op.phi_date != "observation":
+        return {scan.name: float(cycle.phi_gv(op.phi_date)) for scan in schedule.scans}
+    return {scan.name: float(cycle.phi_gv(scan.start)) for scan in schedule.scans}
+
+
 def build_summary(ops, args, telescope, schedule, cr_stats, total_stats, plots,
                   step_times, config_path, n_procs):
     """Assemble the JSON summary on rank 0."""
     source = cr_source(ops)
+    phi_gv = None
     if source is ops.inject_crab:
         model_path = os.path.abspath(ops.inject_crab.model or default_bundle_path())
-        model_name = read_card(model_path)["name"]
+        card = read_card(model_path)
+        model_name = card["name"]
+        model_family = card["family"]
+        if card["conditioning"]:
+            phi_gv = observation_phi_gv(ops.inject_crab, schedule)
     else:
         model_path = None
         model_name = "reference Monte-Carlo (SimCosmicRayMC)"
+        model_family = None
     map_stats = dict()
     map_files = dict()
     for name in ("mapmaker_cr", "mapmaker_total"):
@@ -659,6 +698,8 @@ def build_summary(ops, args, telescope, schedule, cr_stats, total_stats, plots,
         "cr_source": source.name,
         "model_name": model_name,
         "model_path": model_path,
+        "model_family": model_family,
+        "phi_gv_per_observation": phi_gv,
         "realization": source.realization,
         "streams": ops.inject_crab.streams if source is ops.inject_crab else "wafer (MC)",
         "cr_rms_kcmb": cr_stats["rms"],
