@@ -48,6 +48,7 @@ __all__ = [
     "mean_psd",
     "memorization_fraction",
     "nearest_neighbour_distances",
+    "off_diagonal_distance",
     "paired_correlation",
     "rank_correlation",
     "rate_statistics",
@@ -721,14 +722,28 @@ def correlation_matrix_distance(a, b):
         a (array): (n_chunks, n_det, chunk_length) float64, W, reference.
         b (array): (m_chunks, n_det, chunk_length) float64, W, compared set.
     """
-    ca = detector_correlation_matrix(a)
-    cb = detector_correlation_matrix(b)
-    if ca.shape != cb.shape:
+    return off_diagonal_distance(detector_correlation_matrix(a), detector_correlation_matrix(b))
+
+
+def off_diagonal_distance(matrix_a, matrix_b):
+    """Return the largest absolute difference of the off-diagonal entries of two matrices.
+
+    Args:
+        matrix_a (array): (n_det, n_det) float64, e.g. from :func:`detector_correlation_matrix`.
+        matrix_b (array): (n_det, n_det) float64.
+
+    Returns:
+        (float): The distance; NaN if an off-diagonal entry of either matrix is NaN.
+    """
+    matrix_a = np.asarray(matrix_a, dtype=np.float64)
+    matrix_b = np.asarray(matrix_b, dtype=np.float64)
+    if matrix_a.shape != matrix_b.shape:
         raise ValueError(
-            f"Both sets need the same number of detectors. Got {ca.shape[0]} and {cb.shape[0]}."
+            f"Both sets need the same number of detectors. Got matrices of shape "
+            f"{matrix_a.shape} and {matrix_b.shape}."
         )
-    off = ~np.eye(ca.shape[0], dtype=bool)
-    difference = np.abs(ca - cb)[off]
+    off = ~np.eye(matrix_a.shape[0], dtype=bool)
+    difference = np.abs(matrix_a - matrix_b)[off]
     return float(np.max(difference)) if np.all(np.isfinite(difference)) else float("nan")
 
 

@@ -14,6 +14,12 @@ it sits within that scatter, by one of two rules:
 * ``info``: reported with the ``ratio`` threshold but never judged. The mean PSD
   in W is dominated by the rarest, largest hits, so its MC-vs-MC scatter is too
   heavy tailed for a stable threshold. The PSD of asinh-scaled samples is judged.
+  The same holds for the detector correlation matrix in W.
+
+Sets of detector groups (several detectors of one wafer recorded together) get
+their own comparison, :func:`evaluate_groups`: the detector-by-detector correlation
+matrix of generated groups in each InjectCRAB stream mode against held-out MC
+groups, with the ``ratio`` rule over pairs of MC group sets.
 
 A value that cannot be computed (no events, constant output) fails.
 """
@@ -26,10 +32,15 @@ from . import metrics
 
 __all__ = [
     "ChunkSet",
+    "DetectorGroups",
+    "GROUP_METRICS",
+    "GROUP_STREAM_MODES",
+    "GroupResult",
     "MetricResult",
     "PanelConfig",
     "PanelResult",
     "SetSummary",
+    "evaluate_groups",
     "evaluate_panel",
     "reference_scale",
     "summarize",
@@ -161,13 +172,29 @@ METRICS = {
     "seam_comb_excess": ("seams", "dex", "log10 mean PSD ratio at k / chunk duration vs neighbour bins", "margin"),
 }
 
+# The metrics of :func:`evaluate_groups`, in the format of ``METRICS``.
+GROUP_METRICS = {
+    "correlation_matrix_detector": ("groups", "", "max off-diagonal |C - C_MC|, C the detector correlation matrix of asinh(x / sigma), detector streams", "ratio"),
+    "correlation_matrix_wafer": ("groups", "", "max off-diagonal |C - C_MC|, C the detector correlation matrix of asinh(x / sigma), wafer streams", "ratio"),
+    "correlation_matrix_w_detector": ("groups", "", "max off-diagonal |C - C_MC|, C the detector correlation matrix of x in W, detector streams", "info"),
+    "correlation_matrix_w_wafer": ("groups", "", "max off-diagonal |C - C_MC|, C the detector correlation matrix of x in W, wafer streams", "info"),
+}
+
+# InjectCRAB stream modes compared by the detector-group metrics: "detector" gives
+# every detector its own stream, "wafer" adds one stream to all detectors of a wafer.
+GROUP_STREAM_MODES = ("detector", "wafer")
+
+# Correlation matrices of a detector-group set: of asinh(x / sigma) (judged) and of x
+# in W (reported only, dominated by the largest hits like the PSD in W).
+GROUP_QUANTITIES = ("scaled", "w")
+
 
 @dataclass
 class MetricResult:
     """One metric with its MC noise floor, threshold and per-candidate verdicts.
 
     Attributes:
-        name (str): Metric name (a key of ``METRICS``).
+        name (str): Metric name (a key of ``METRICS`` or ``GROUP_METRICS``).
         group (str): Family of the metric.
         description (str): What the value is.
         unit (str): Unit of the value ("" if none).
@@ -431,8 +458,12 @@ def _ratio_threshold(mc_values, factor):
     return factor * _nanmax(mc_values)
 
 
+def _metric_info(name):
+    return METRICS[name] if name in METRICS else GROUP_METRICS[name]
+
+
 def _make_result(name, mc_values, threshold, rule_text):
-    group, unit, description, _ = METRICS[name]
+    group, unit, description, _ = _metric_info(name)
     return MetricResult(
         name=name, group=group, description=description, unit=unit, rule=rule_text,
         mc_values=[float(v) for v in mc_values], threshold=float(threshold),
@@ -441,7 +472,7 @@ def _make_result(name, mc_values, threshold, rule_text):
 
 def _judge(result, label, value, detail=None):
     result.values[label] = float(value)
-    if METRICS[result.name][3] == "info" or not np.isfinite(result.threshold):
+    if _metric_info(result.name)[3] == "info" or not np.isfinite(result.threshold):
         result.passed[label] = None
     else:
         result.passed[label] = bool(np.isfinite(value) and value <= result.threshold)
@@ -666,3 +697,148 @@ def _memorization(results, reference, candidates, training, sigma_w, config):
             "held_out_median_ratio": float(np.median(held_out)),
         })
     results["memorization"] = result
+
+
+@dataclass
+class DetectorGroups:
+    """Chunks of several detectors of one wafer, recorded over the same time.
+
+    Attributes:
+        label (str): Name shown in reports.
+        chunks (ndarray): (n_chunks, n_detectors, chunk_length) float64, W.
+    """
+
+    label: str
+    chunks: np.ndarray
+
+    def __post_init__(self):
+        self.chunks = np.asarray(self.chunks, dtype=np.float64)
+        if self.chunks.ndim != 3 or self.chunks.shape[1] < 2 or 0 in self.chunks.shape:
+            raise ValueError(
+                f"DetectorGroups {self.label!r}: chunks must be (n_chunks, n_detectors, "
+                f"chunk_length) with at least 2 detectors. Got shape {self.chunks.shape}."
+            )
+
+    @property
+    def n_detectors(self):
+        return int(self.chunks.shape[1])
+
+
+@dataclass
+class GroupResult:
+    """Output of :func:`evaluate_groups`.
+
+    Attributes:
+        metrics (list): :class:`MetricResult` per quantity and stream mode, named
+            ``correlation_matrix[_w]_<mode>``. Their values are keyed by bundle label.
+        matrices (dict): Set label -> {"scaled": (n_det, n_det) float64, "w": (n_det,
+            n_det) float64} correlation matrices of asinh(x / sigma) and of x in W.
+        reference_label (str): Label of the held-out MC groups.
+        calibration_labels (list): Labels of the calibration MC groups.
+        candidate_sets (dict): Stream mode -> {bundle label: set label}.
+        sigma_w (float): Noise scale of the reference groups, W.
+    """
+
+    metrics: list
+    matrices: dict
+    reference_label: str
+    calibration_labels: list
+    candidate_sets: dict
+    sigma_w: float
+
+
+def _group_matrices(groups, sigma_w):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "scaled": metrics.detector_correlation_matrix(np.arcsinh(groups.chunks / sigma_w)),
+            "w": metrics.detector_correlation_matrix(groups.chunks),
+        }
+
+
+def _check_groups(reference, sets):
+    for groups in sets:
+        if groups.chunks.shape[1:] != reference.chunks.shape[1:]:
+            raise ValueError(
+                f"Detector groups {groups.label!r} have (n_detectors, chunk_length) = "
+                f"{groups.chunks.shape[1:]}; the reference has {reference.chunks.shape[1:]}. "
+                "Compare groups of one size and chunk length."
+            )
+
+
+def evaluate_groups(reference, calibration, candidates, config=None):
+    """Compare detector correlation matrices of generated and MC detector groups.
+
+    The MC-vs-MC values are the distances between every pair of MC group sets
+    (reference and calibration, all of one size), and the threshold follows the
+    ``ratio`` rule with ``config.ratio_factor``, as for the two-set metrics of
+    :func:`evaluate_panel`. The matrix of asinh(x / sigma) is judged. The matrix of
+    x in W is reported only, because a single large hit on one detector dominates it.
+
+    Args:
+        reference (DetectorGroups): Held-out MC groups.
+        calibration (list): At least 2 :class:`DetectorGroups` of independent MC of the
+            reference size.
+        candidates (dict): Stream mode (a ``GROUP_STREAM_MODES`` entry) -> {bundle label:
+            :class:`DetectorGroups` generated in that mode}.
+        config (PanelConfig): Settings; None takes the defaults.
+
+    Returns:
+        (GroupResult): One metric row per quantity and mode, and every matrix.
+    """
+    config = config or PanelConfig()
+    if len(calibration) < 2:
+        raise ValueError(
+            f"The detector-group comparison needs at least 2 calibration MC group sets. "
+            f"Got {len(calibration)}."
+        )
+    unknown = sorted(set(candidates) - set(GROUP_STREAM_MODES))
+    if unknown:
+        raise ValueError(
+            f"Invalid stream modes {unknown}. Expected keys among {list(GROUP_STREAM_MODES)}."
+        )
+    generated = [groups for mode in candidates for groups in candidates[mode].values()]
+    all_sets = [reference] + list(calibration) + generated
+    set_labels = [groups.label for groups in all_sets]
+    if len(set(set_labels)) != len(set_labels):
+        raise ValueError(f"Detector-group set labels must be unique. Got {set_labels}.")
+    _check_groups(reference, all_sets[1:])
+
+    sigma_w = reference_scale(reference.chunks.reshape(-1, reference.chunks.shape[-1]))
+    matrices = {groups.label: _group_matrices(groups, sigma_w) for groups in all_sets}
+    mc_labels = [reference.label] + [groups.label for groups in calibration]
+    pairs = [(a, b) for i, a in enumerate(mc_labels) for b in mc_labels[i + 1:]]
+    factor = config.ratio_factor
+
+    rows = []
+    for quantity in GROUP_QUANTITIES:
+        mc_values = [
+            metrics.off_diagonal_distance(matrices[a][quantity], matrices[b][quantity])
+            for a, b in pairs
+        ]
+        suffix = "" if quantity == "scaled" else "_w"
+        for mode in GROUP_STREAM_MODES:
+            if mode not in candidates:
+                continue
+            name = f"correlation_matrix{suffix}_{mode}"
+            text = f"value <= {factor:g} x max(all pairs of MC group sets)"
+            if GROUP_METRICS[name][3] == "info":
+                text = f"reported only ({text})"
+            result = _make_result(name, mc_values, _ratio_threshold(mc_values, factor), text)
+            for bundle_label, groups in candidates[mode].items():
+                matrix = matrices[groups.label][quantity]
+                value = metrics.off_diagonal_distance(matrices[reference.label][quantity], matrix)
+                off = ~np.eye(matrix.shape[0], dtype=bool)
+                _judge(result, bundle_label, value, {"mean_correlation": float(np.mean(matrix[off]))})
+            rows.append(result)
+
+    return GroupResult(
+        metrics=rows,
+        matrices=matrices,
+        reference_label=reference.label,
+        calibration_labels=[groups.label for groups in calibration],
+        candidate_sets={
+            mode: {label: groups.label for label, groups in candidates[mode].items()}
+            for mode in candidates
+        },
+        sigma_w=sigma_w,
+    )

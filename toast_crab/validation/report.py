@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 
-__all__ = ["git_commit", "plot_panel", "write_json", "write_markdown"]
+__all__ = ["git_commit", "plot_groups", "plot_panel", "write_json", "write_markdown"]
 
 _MC_COLOR = "black"
 _MC_BAND_COLOR = "0.75"
@@ -344,6 +344,84 @@ def plot_panel(result, reference_label, calibration_labels, candidate_labels, ou
     return files
 
 
+def plot_groups(result, candidate_labels, path):
+    """Plot the detector correlation matrices of the MC and of every bundle and mode.
+
+    Row 1 shows the matrices of asinh(x / sigma), row 2 those of x in W. Every panel
+    shares one colour scale, from the smallest entry (at most 0) to 1.
+    """
+    columns = [(result.reference_label, result.reference_label)]
+    for label in candidate_labels:
+        for mode, sets in result.candidate_sets.items():
+            if label in sets:
+                columns.append((sets[label], f"{label}\n{mode} streams"))
+    quantities = (("scaled", "asinh(x / sigma)"), ("w", "x in W"))
+    values = [result.matrices[key][q] for key, _ in columns for q, _ in quantities]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values] + [np.zeros(1)])
+    low = min(0.0, float(finite.min()))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns) + 1.2, 6.4),
+                             squeeze=False, layout="constrained")
+    for col, (key, title) in enumerate(columns):
+        for row, (quantity, quantity_text) in enumerate(quantities):
+            ax = axes[row, col]
+            matrix = result.matrices[key][quantity]
+            image = ax.imshow(matrix, vmin=low, vmax=1.0, cmap="viridis")
+            if matrix.shape[0] <= 8:
+                for (i, j), entry in np.ndenumerate(matrix):
+                    text = "nan" if not np.isfinite(entry) else f"{entry:.2f}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                            color="white" if np.isfinite(entry) and entry < 0.5 * (low + 1) else "black")
+            ax.set_title(f"{title}: {quantity_text}", fontsize=9)
+            ax.set_xlabel("detector")
+            ax.set_ylabel("detector")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="Pearson correlation")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _groups_markdown(groups, labels, panel):
+    rows = {m["name"]: m for m in panel["metrics"] if m["group"] == "groups"}
+    lines = ["## Detector groups", ""]
+    lines.append(
+        f"Detector-by-detector Pearson correlation matrices of {groups['chunks_per_set']} "
+        f"groups of {groups['n_detectors']} detectors: {groups['reference_label']} (runs "
+        f"{groups['runs'][groups['reference_label']]}) against {len(groups['runs']) - 1} independent "
+        "MC group sets of the same size from other runs, and each bundle's groups drawn with "
+        "InjectCRAB's stream keys in both stream modes (`detector`: every detector its own "
+        "stream; `wafer`: one stream shared by the group). The `correlation_matrix_*` rows "
+        "of the table above judge them."
+    )
+    lines.append("")
+
+    matrices = groups["matrices"]
+    reference = np.array(matrices[groups["reference_label"]]["scaled"], dtype=float)
+    off = ~np.eye(reference.shape[0], dtype=bool)
+    lines.append(
+        f"* Mean off-diagonal correlation of asinh(x / sigma): held-out MC "
+        f"{_format(float(np.mean(reference[off])))}."
+    )
+    for label in labels:
+        parts = []
+        for mode, sets in groups["candidate_sets"].items():
+            matrix = np.array(matrices[sets[label]]["scaled"], dtype=float)
+            parts.append(f"{mode} streams {_format(float(np.mean(matrix[off])))}")
+        lines.append(f"* {label}: " + ", ".join(parts) + ".")
+
+    for name in ("correlation_matrix_detector", "correlation_matrix_wafer"):
+        if name in rows:
+            lines.append(f"* `{name}` threshold {_format(rows[name]['threshold'])} "
+                         f"(MC-vs-MC max {_format(rows[name]['mc_max'])}).")
+    lines += ["", f"![detector correlation matrices]({groups['plot']})", ""]
+    return lines
+
+
 def _format(value):
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
@@ -408,6 +486,9 @@ def write_markdown(path, document, plots, map_plot=None):
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     lines.append("")
 
+    if document.get("groups"):
+        lines += _groups_markdown(document["groups"], labels, panel)
+
     if document.get("maps"):
         maps = document["maps"]
         lines += ["## Map level", ""]
@@ -450,6 +531,12 @@ def write_markdown(path, document, plots, map_plot=None):
     lines.append(f"* Reference runs: {mc['reference']['runs']}")
     for entry in mc["calibration"]:
         lines.append(f"* {entry['label']}: {entry['description']}")
+    if document.get("groups"):
+        groups = document["groups"]
+        lines.append(f"* Group MC file: `{groups['path']}` (sha256 `{groups['sha256'][:16]}...`), "
+                     f"{groups['n_chunks_in_file']} groups of {groups['n_detectors']} detectors, "
+                     f"MC seed {groups['provenance'].get('seed')}; runs per set {groups['runs']}.")
+        lines.append(f"* Group stream keys: {groups['stream_keys']}.")
     lines.append(f"* Seeds: {document['seeds']}")
     lines.append(f"* Panel settings: `{json.dumps(panel['config'])}`")
     for bundle in document["bundles"]:

@@ -262,7 +262,7 @@ def check_bundle_compatible(card, sample_rate_hz, chunk_length, source):
         )
     from ..bundle import SEQUENCE_FAMILIES
 
-    if card["family"] in SEQUENCE_FAMILIES:
+    if card.get("family") in SEQUENCE_FAMILIES:
         # Sequence generators make timestreams of any length.
         return
     if int(card["chunk_length"]) != int(chunk_length):
