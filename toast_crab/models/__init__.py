@@ -12,6 +12,14 @@ from .crab import (
     build_crab_discriminator,
     build_crab_generator,
 )
+from .vae import (
+    LatentSlice,
+    PositiveScale,
+    StudentTNoise,
+    build_vae_decoder,
+    build_vae_encoder,
+    build_vae_generator,
+)
 from .wgan import FirstDifference, MinibatchStddev, build_wgan_critic
 
 __all__ = [
@@ -22,4 +30,10 @@ __all__ = [
     "MinibatchStddev",
     "build_crab_generator",
     "build_wgan_critic",
+    "LatentSlice",
+    "PositiveScale",
+    "StudentTNoise",
+    "build_vae_decoder",
+    "build_vae_encoder",
+    "build_vae_generator",
 ]
