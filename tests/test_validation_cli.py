@@ -229,3 +229,26 @@ def test_cli_conditioned_bundle_outside_range_fails(mc_file, tmp_path, capsys):
                    "--n-chunks", "30", "--n-calibration", "2", "--no-c2st", "--phi-gv", "1.5"])
     assert status == 2
     assert "phi = 1.5 GV of the MC lies outside the range [0.3, 0.75]" in capsys.readouterr().err
+
+
+def test_split_of_multi_file_card(mc_file):
+    from toast_crab.datasets import read_training_set
+    from toast_crab.validation.sources import bundle_split, file_sha256
+
+    training_set = read_training_set(mc_file)
+    sha = file_sha256(mc_file)
+    runs = np.unique(training_set.labels["run_id"])
+    other = {"files": [{"path": "/elsewhere/a.h5", "sha256": "0" * 64, "n_train": 10}]}
+    split = bundle_split({"name": "m", "training_data": other}, training_set, mc_file, sha, 0.1, 0)
+    np.testing.assert_array_equal(split.held_out_runs, runs)
+    assert split.training_runs is None
+    held_level = {"files": [{"path": mc_file, "sha256": sha, "n_held_out": 360}]}
+    split = bundle_split({"name": "m", "training_data": held_level}, training_set, mc_file, sha,
+                         0.1, 0)
+    np.testing.assert_array_equal(split.held_out_runs, runs)
+    trained = {"files": [{"path": mc_file, "sha256": sha, "n_train": 300,
+                          "validation_runs": [2, 5]}]}
+    split = bundle_split({"name": "m", "training_data": trained}, training_set, mc_file, sha,
+                         0.1, 0)
+    np.testing.assert_array_equal(split.held_out_runs, [2, 5])
+    assert 2 not in split.training_runs and split.training_runs.size == runs.size - 2

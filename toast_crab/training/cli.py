@@ -5,8 +5,10 @@ Usage::
     crab-train --config configs/crab_bce.toml [--data PATH] [--out DIR]
                [--steps N] [--bundle PATH]
 
-The config's ``family`` entry picks the trainer: ``crab_bce`` or ``wgan_gp``
-(``configs/wgan_gp.toml``).
+The config's ``family`` entry picks the trainer: ``crab_bce`` (the original CRAB
+recipe, ``configs/crab_bce.toml``), ``wgan_gp`` (``configs/wgan_gp.toml``), ``vae``
+(``configs/vae.toml``) or ``seamless`` (a fully convolutional generator conditioned on
+the solar modulation potential, ``configs/seamless.toml``).
 
 Exit codes: 0 on success, 2 on a bad command line, config or training set
 (unknown family, missing file, invalid value).
@@ -138,8 +140,8 @@ def main(argv=None):
         family, config = load_config(
             args.config, data=args.data, out=args.out, steps=args.steps, bundle=args.bundle
         )
-        # Families trained on several sets (flux conditioning) list them in data_paths.
-        paths = list(getattr(config, "data_paths", None) or [config.data_path])
+        # Families trained on several sets (flux conditioning) list them in training_paths.
+        paths = list(getattr(config, "training_paths", None) or [config.data_path])
         for path in paths:
             if not os.path.isfile(path):
                 raise FileNotFoundError(

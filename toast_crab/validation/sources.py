@@ -108,6 +108,39 @@ def bundle_split(card, training_set, mc_path, mc_sha256, default_fraction, defau
     data = card.get("training_data") or {}
     all_runs = np.unique(training_set.labels["run_id"])
     name = card.get("name", "?")
+    files = data.get("files")
+    if isinstance(files, list) and files and "path" not in data and "sha256" not in data:
+        # A bundle trained on several files (flux conditioning): every run of an MC
+        # file that is not one of them is held out.
+        used = [entry for entry in files if isinstance(entry, dict) and (
+            entry.get("sha256") == mc_sha256
+            or (entry.get("path") and os.path.exists(str(entry["path"]))
+                and os.path.samefile(str(entry["path"]), mc_path))
+        )]
+        if not used:
+            return BundleSplit(
+                held_out_runs=all_runs,
+                training_runs=None,
+                note=(
+                    f"{name}: trained on {len(files)} other files; every run of {mc_path} is "
+                    "held out, and memorization is not measured."
+                ),
+            )
+        entry = used[0]
+        if not entry.get("n_train"):
+            return BundleSplit(
+                held_out_runs=all_runs,
+                training_runs=None,
+                note=f"{name}: {mc_path} is a held-out level of its training; every run is held out.",
+            )
+        if "validation_runs" in entry:
+            held_out = np.asarray(entry["validation_runs"], dtype=all_runs.dtype)
+            return BundleSplit(
+                held_out_runs=np.intersect1d(all_runs, held_out),
+                training_runs=np.setdiff1d(all_runs, held_out),
+                note=f"{name}: held-out runs {list(map(int, held_out))} of {mc_path} from its card.",
+            )
+        data = dict(entry, split=data.get("split"))
     same_hash = data.get("sha256") == mc_sha256
     same_path = data.get("path") is not None and os.path.exists(str(data["path"])) and (
         os.path.samefile(str(data["path"]), mc_path)
