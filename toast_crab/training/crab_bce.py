@@ -6,8 +6,10 @@ added to the discriminator inputs, and a weight scales the generated-sample term
 the discriminator loss. Optional extra discriminator steps run per generator step,
 and a discriminator pre-training phase comes before the adversarial phase. The
 generator uses the non-saturating loss ``-log D(G(z))``. An exponential moving
-average (EMA) of the generator weights is kept beside the trained weights, and the
-config chooses which of the two is exported.
+average (EMA) of the generator weights is kept beside the trained weights. At every
+evaluation both generators are diagnosed against fixed validation chunks
+(:mod:`toast_crab.training.diagnostics`). The config chooses what is exported: the
+snapshot with the lowest checkpoint score (``best``), or the last EMA or raw weights.
 
 The networks see chunks in the space of one global amplitude transform,
 ``y = asinh(x / scale_w)``, where ``scale_w`` is a robust standard deviation of all
@@ -31,6 +33,7 @@ from scipy import signal, stats
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
+from . import diagnostics
 from .config import TomlConfig
 
 __all__ = [
@@ -55,6 +58,10 @@ _TAIL_SIGMA = 5.0
 
 # Samples at each end of a chunk counted as "edge" when locating chunk maxima.
 _EDGE_SAMPLES = 10
+
+# Values of ``export_generator``: the snapshot (raw or EMA, any evaluation step)
+# with the lowest checkpoint score, or the last EMA or raw weights.
+EXPORT_CHOICES = ("best", "ema", "raw")
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class CrabBCEConfig(TomlConfig):
     synthetic_weight: float = 1.0
     d_steps: int = 1
     ema_decay: float = 0.999
-    export_generator: str = "ema"
+    export_generator: str = "best"
     # [output]
     out_dir: str = "out/crab_bce"
     bundle_path: str = ""
@@ -177,10 +184,10 @@ class CrabBCEConfig(TomlConfig):
                 f"crab_bce config entry 'validation_fraction' must be in (0, 1). "
                 f"Got {self.validation_fraction!r}."
             )
-        if self.export_generator not in ("ema", "raw"):
+        if self.export_generator not in EXPORT_CHOICES:
             raise ValueError(
-                f"crab_bce config entry 'export_generator' must be 'ema' or 'raw'. "
-                f"Got {self.export_generator!r}."
+                f"crab_bce config entry 'export_generator' must be one of "
+                f"{list(EXPORT_CHOICES)}. Got {self.export_generator!r}."
             )
         if not self.data_path:
             raise ValueError(
@@ -601,7 +608,8 @@ class _StepLogger(keras.callbacks.Callback):
             name = f"step_{adversarial_step:07d}.weights.h5"
             self.model.save_weights(os.path.join(self.run["checkpoint_dir"], name))
         if adversarial_step % self.run["eval_interval"] == 0:
-            self.run["evaluate"](adversarial_step)
+            row = self.run["evaluate"](adversarial_step)
+            _write_eval_scalars(self.writer, row)
 
     def _write_row(self, row):
         if self.csv is None:
@@ -668,13 +676,19 @@ def train_crab_bce(config, progress=True):
 
     * ``log.csv``: one row per step with the phase, every loss and metric, and the
       step time in ms.
-    * ``eval.csv``: figures of the EMA generator on fixed latents, every
-      ``eval_interval`` adversarial steps.
-    * ``tensorboard/``: the per-step scalars as TensorBoard events.
+    * ``eval.csv``: figures, diagnostics and checkpoint score of the raw and the
+      EMA generator on fixed latents, every ``eval_interval`` adversarial steps and
+      at the end (:mod:`toast_crab.training.diagnostics`).
+    * ``tensorboard/``: the per-step scalars, and the evaluation rows under
+      ``eval/``, as TensorBoard events.
     * ``checkpoints/step_*.weights.h5``: trainer weights, with both optimizers.
-    * ``plots/*.png``, ``config.json`` (the resolved settings) and ``card.json``.
+    * ``plots/*.png`` (``diagnostics.png`` among them), ``config.json`` (the
+      resolved settings) and ``card.json``.
 
-    The bundle goes to ``config.resolved_bundle_path()``.
+    The bundle goes to ``config.resolved_bundle_path()``. It holds the generator
+    chosen by ``config.export_generator``; the card's ``training`` entry records
+    which snapshot (``exported_generator``, ``exported_step``) and why
+    (``selection``).
 
     Args:
         config (CrabBCEConfig): The run settings.
@@ -682,7 +696,8 @@ def train_crab_bce(config, progress=True):
 
     Returns:
         (dict): ``bundle`` (keras path), ``card`` (the model card), ``out_dir``,
-        ``log_csv``, ``plots`` (list of PNG paths).
+        ``log_csv``, ``plots`` (list of PNG paths of the training curves and
+        samples) and ``diagnostics_plot`` (path of ``diagnostics.png``).
 
     Raises:
         TypeError: If ``config`` is not a ``CrabBCEConfig``.
@@ -716,8 +731,8 @@ def train_crab_bce(config, progress=True):
     data["latents"] = latent_rng.standard_normal((n_validation, config.latent_dim)).astype(
         np.float32
     )
-    eval_rows = []
-    run["evaluate"] = _make_evaluator(config, data, trainer, eval_rows, run["eval_csv"])
+    evaluator = _SnapshotEvaluator(config, data, trainer, run["eval_csv"])
+    run["evaluate"] = evaluator.evaluate
 
     logger = _StepLogger(run, progress=progress)
     train_start = time.perf_counter()
@@ -727,10 +742,10 @@ def train_crab_bce(config, progress=True):
         logger.close()
     train_seconds = time.perf_counter() - train_start
     trainer.save_weights(os.path.join(run["checkpoint_dir"], "final.weights.h5"))
-    if not eval_rows or eval_rows[-1]["step"] != config.steps:
-        run["evaluate"](config.steps)
+    if not evaluator.rows or evaluator.rows[-1]["step"] != config.steps:
+        write_final_eval_row(run, evaluator.evaluate(config.steps))
 
-    exported, validation, generated_w = _validate(config, data, trainer)
+    exported, validation, generated_w, diagnosis = _validate(config, data, trainer, evaluator)
     plot_paths = plots.plot_training_run(
         log_csv=run["log_csv"],
         eval_csv=run["eval_csv"],
@@ -741,6 +756,7 @@ def train_crab_bce(config, progress=True):
         out_dir=run["plot_dir"],
         title=config.name,
     )
+    diagnostics_plot = plot_diagnostics_run(run, evaluator, diagnosis, config.name)
 
     timing = {
         "steps_per_epoch": int(steps_per_epoch),
@@ -749,7 +765,7 @@ def train_crab_bce(config, progress=True):
         "adversarial_step_ms_median": _median_ms(logger.step_ms, "adversarial"),
         "pretrain_step_ms_median": _median_ms(logger.step_ms, "pretrain"),
     }
-    card = _make_card(config, data, trainer, timing, validation)
+    card = _make_card(config, data, trainer, timing, validation, evaluator)
     card["training"]["wall_time_s"] = float(time.perf_counter() - wall_start)
     keras_path, _ = save_bundle(exported, card, config.resolved_bundle_path())
     with open(os.path.join(config.out_dir, "card.json"), "w", encoding="utf-8") as handle:
@@ -760,7 +776,37 @@ def train_crab_bce(config, progress=True):
         "out_dir": config.out_dir,
         "log_csv": run["log_csv"],
         "plots": plot_paths,
+        "diagnostics_plot": diagnostics_plot,
     }
+
+
+def write_final_eval_row(run, row):
+    """Write an evaluation row made after training to TensorBoard."""
+    writer = tf.summary.create_file_writer(run["tensorboard_dir"])
+    _write_eval_scalars(writer, row)
+    writer.flush()
+    writer.close()
+
+
+def plot_diagnostics_run(run, evaluator, diagnosis, title):
+    """Write ``diagnostics.png``: the exported generator's distance distributions
+    on the validation chunks and the checkpoint score of both generators over steps.
+
+    Returns:
+        (str): Path of the PNG.
+    """
+    rows = evaluator.rows
+    steps = np.array([row["step"] for row in rows], dtype=np.float64)
+    history = {
+        label: (steps, np.array([row[f"{label}_score"] for row in rows], dtype=np.float64))
+        for label in ("raw", "ema")
+    }
+    return diagnostics.plot_diagnostics(
+        diagnosis,
+        os.path.join(run["plot_dir"], "diagnostics.png"),
+        history=history,
+        title=title,
+    )
 
 
 def _build_trainer(config, chunk_length):
@@ -809,31 +855,115 @@ def _prepare_run(config, pretrain_steps):
     return run
 
 
-def _make_evaluator(config, data, trainer, rows, path):
-    """Return ``evaluate(step)``, which measures both generators on fixed latents.
+class _SnapshotEvaluator:
+    """Diagnose the raw and the EMA generator on fixed latents; keep the best snapshot.
 
-    Each call appends a row with the figures of the raw and the EMA generator to
-    ``rows`` and rewrites the CSV file ``path``, so the file is current while
-    training runs.
+    Each ``evaluate(step)`` appends a row to ``rows``, rewrites ``eval.csv`` (so the
+    file is current while training runs) and returns the row. Per generator the row
+    contains the :func:`compare_chunks` figures and the columns of
+    :func:`toast_crab.training.diagnostics.summary_row`, whose ``<label>_score`` is
+    the checkpoint score. The snapshot with the lowest score so far is kept: its
+    weights are copied and, when ``best_path`` is set, written there.
+
+    NOTE: the selection chunks are the first ``n_eval_chunks`` of the validation
+    chunks that the card's final figures also use, so those figures are slightly
+    optimistic for the selected snapshot.
+
+    Args:
+        config: Run settings with ``n_eval_chunks`` and ``seed``.
+        data (dict): ``validation_w``, ``latents``, ``transform`` and ``train``.
+        trainer (keras.Model): Has ``generator`` and ``ema_generator``.
+        eval_csv (str): Path of ``eval.csv``.
+        best_path (str): Weights file of the best generator, or None.
+        extra_columns (callable): Optional ``f(label, figures) -> dict`` of more
+            columns per generator.
     """
-    n_eval = min(config.n_eval_chunks, data["latents"].shape[0])
-    reference_w = data["validation_w"][:n_eval]
 
-    def evaluate(adversarial_step):
-        row = {"step": adversarial_step}
-        for label, generator in (("raw", trainer.generator), ("ema", trainer.ema_generator)):
-            generated_w = _generate_w(generator, data["latents"][:n_eval], data["transform"])
-            figures = compare_chunks(reference_w, generated_w, data["train"].sample_rate_hz)
+    def __init__(self, config, data, trainer, eval_csv, best_path=None, extra_columns=None):
+        self.trainer = trainer
+        self.transform = data["transform"]
+        self.sample_rate_hz = data["train"].sample_rate_hz
+        self.n_eval = min(config.n_eval_chunks, data["latents"].shape[0])
+        self.reference_w = data["validation_w"][: self.n_eval]
+        self.latents = data["latents"][: self.n_eval]
+        self.seed = int(config.seed)
+        self.reference = diagnostics.make_reference(self.reference_w, seed=self.seed)
+        self.eval_csv = eval_csv
+        self.best_path = best_path
+        self.extra_columns = extra_columns
+        self.rows = []
+        self.best = None
+
+    def evaluate(self, step):
+        row = {"step": int(step)}
+        generators = (("raw", self.trainer.generator), ("ema", self.trainer.ema_generator))
+        for label, generator in generators:
+            generated_w = _generate_w(generator, self.latents, self.transform)
+            figures = compare_chunks(self.reference_w, generated_w, self.sample_rate_hz)
             tail = figures["fraction_beyond_5_sigma"]
             rms = figures["rms_w"]
             row[f"{label}_ks_samples"] = figures["ks_samples"]
             row[f"{label}_ks_chunk_max"] = figures["ks_chunk_max"]
             row[f"{label}_rms_ratio"] = rms["generated"] / rms["reference"]
             row[f"{label}_tail_fraction_ratio"] = tail["generated"] / max(tail["reference"], 1e-300)
-        rows.append(row)
-        _write_rows(path, rows)
+            if self.extra_columns is not None:
+                row.update(self.extra_columns(label, figures))
 
-    return evaluate
+            diag = diagnostics.diagnose(
+                self.reference_w, generated_w, reference=self.reference, seed=self.seed
+            )
+            row.update(diagnostics.summary_row(diag, prefix=f"{label}_"))
+            if self.best is None or diag["score"] < self.best["score"]:
+                self._keep_best(step, label, generator, diag)
+        self.rows.append(row)
+        _write_rows(self.eval_csv, self.rows)
+        return row
+
+    def _keep_best(self, step, label, generator, diag):
+        self.best = {
+            "step": int(step),
+            "generator": label,
+            "score": float(diag["score"]),
+            "collapsed": bool(diag["collapsed"]),
+            "weights": [np.array(weight) for weight in generator.get_weights()],
+        }
+        if self.best_path is not None:
+            generator.save_weights(self.best_path)
+
+    def best_generator(self):
+        """Return a copy of the generator with the best snapshot's weights."""
+        generator = keras.models.clone_model(self.trainer.generator)
+        generator.set_weights(self.best["weights"])
+        return generator
+
+    def card_entry(self, n_validation):
+        """Return the card's ``selection`` entry: what was selected, how and why."""
+        return {
+            "step": self.best["step"],
+            "generator": self.best["generator"],
+            "score": self.best["score"],
+            "collapsed": self.best["collapsed"],
+            "n_evaluations": len(self.rows),
+            "metric": (
+                "toast_crab.training.diagnostics.checkpoint_score: mean over distance, "
+                "coverage, density and glitch statistics of min(|z|, 100), with z against "
+                f"real-vs-real splits of the first {self.n_eval} validation chunks, for the "
+                f"raw and the EMA generator on {self.n_eval} fixed latents at every "
+                "evaluation; the lowest score is selected"
+            ),
+            "caveat": (
+                f"the {self.n_eval} selection chunks are among the {n_validation} chunks of "
+                "the validation figures, so those figures are slightly optimistic"
+            ),
+        }
+
+
+def _write_eval_scalars(writer, row):
+    """Write one evaluation row to TensorBoard under ``eval/<column>``."""
+    with writer.as_default(step=int(row["step"])):
+        for key, value in row.items():
+            if key != "step":
+                _write_scalar_summary(f"eval/{key}", float(value))
 
 
 def _fit_phases(trainer, dataset, pretrain_steps, steps, logger):
@@ -850,20 +980,22 @@ def _fit_phases(trainer, dataset, pretrain_steps, steps, logger):
     trainer.fit(dataset, steps_per_epoch=steps, **fit_options)
 
 
-def _validate(config, data, trainer):
-    """Measure both generators on the held-out chunks.
+def _validate(config, data, trainer, evaluator):
+    """Measure the exported generator and the last EMA or raw one on the held-out chunks.
 
     Returns:
-        (tuple): The exported generator, the card's ``validation`` entry and the
-        exported generator's chunks, (n_chunks, chunk_length) float64, W.
+        (tuple): The exported generator, the card's ``validation`` entry, the
+        exported generator's chunks ((n_chunks, chunk_length) float64, W) and its
+        diagnosis on all validation chunks.
     """
     sample_rate_hz = data["train"].sample_rate_hz
     validation_w = data["validation_w"]
     transform = data["transform"]
+    exported, exported_name = choose_export(config, trainer, evaluator)
     if config.export_generator == "ema":
-        exported, other, other_name = trainer.ema_generator, trainer.generator, "raw"
+        other, other_name = trainer.generator, f"raw at step {config.steps} (last)"
     else:
-        exported, other, other_name = trainer.generator, trainer.ema_generator, "ema"
+        other, other_name = trainer.ema_generator, f"ema at step {config.steps} (last)"
     generated_w = _generate_w(exported, data["latents"], transform)
     other_w = _generate_w(other, data["latents"], transform)
     n_validation = validation_w.shape[0]
@@ -874,20 +1006,28 @@ def _validate(config, data, trainer):
     baseline_index = np.sort(
         baseline_rng.choice(data["train"].n_chunks, size=n_baseline, replace=False)
     )
+    baseline_w = data["train"].chunks[baseline_index]
 
+    reference = diagnostics.make_reference(validation_w, seed=config.seed)
+    diagnosis = diagnostics.diagnose(validation_w, generated_w, reference, seed=config.seed)
+    baseline_diagnosis = diagnostics.diagnose(
+        validation_w[:n_baseline], baseline_w, seed=config.seed
+    )
     validation = {
         "method": (
             "held-out validation chunks (whole MC runs, first n_chunks of the split) "
             "vs the same number of generated chunks from fixed latents "
             f"(SeedSequence([{config.seed}, 1])); 'reference' is the validation MC"
         ),
-        "generator": config.export_generator,
+        "generator": exported_name,
         "figures": compare_chunks(validation_w, generated_w, sample_rate_hz),
+        "diagnostics": diagnostics.diagnosis_to_json(diagnosis),
         "other_generator": {
             "generator": other_name,
             "figures": compare_chunks(validation_w, other_w, sample_rate_hz),
         },
         "discriminator_mean_sigmoid": {
+            "note": "discriminator of the last step, not of the exported snapshot",
             "validation": _discriminator_response(
                 trainer.discriminator, data["val_y"][:n_validation]
             ),
@@ -897,12 +1037,11 @@ def _validate(config, data, trainer):
         },
         "mc_vs_mc": {
             "method": "the same figures for training-split MC chunks vs the validation MC chunks",
-            "figures": compare_chunks(
-                validation_w[:n_baseline], data["train"].chunks[baseline_index], sample_rate_hz
-            ),
+            "figures": compare_chunks(validation_w[:n_baseline], baseline_w, sample_rate_hz),
+            "diagnostics": diagnostics.diagnosis_to_json(baseline_diagnosis),
         },
     }
-    return exported, validation, generated_w
+    return exported, validation, generated_w, diagnosis
 
 
 def _median_ms(step_ms, phase):
@@ -910,7 +1049,7 @@ def _median_ms(step_ms, phase):
     return float(np.median(values)) if values else None
 
 
-def _make_card(config, data, trainer, timing, validation):
+def _make_card(config, data, trainer, timing, validation, evaluator):
     from .. import __version__
     from ..bundle import CARD_SCHEMA, CARD_SCHEMA_VERSION
 
@@ -919,7 +1058,6 @@ def _make_card(config, data, trainer, timing, validation):
         "settings": config.to_toml_dict(),
         "seed": config.seed,
         "adversarial_steps": int(config.steps),
-        "exported_generator": config.export_generator,
         "generator_params": int(trainer.generator.count_params()),
         "discriminator_params": int(trainer.discriminator.count_params()),
         "wall_time_s": None,
@@ -932,6 +1070,7 @@ def _make_card(config, data, trainer, timing, validation):
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     training.update(timing)
+    training.update(_export_entry(config, evaluator, data["validation_w"].shape[0]))
     return {
         "schema": CARD_SCHEMA,
         "schema_version": CARD_SCHEMA_VERSION,
@@ -948,6 +1087,40 @@ def _make_card(config, data, trainer, timing, validation):
         "training_data": _training_data_entry(config, data),
         "training": training,
         "validation": validation,
+    }
+
+
+def choose_export(config, trainer, evaluator):
+    """Return the generator that ``config.export_generator`` selects, and its name.
+
+    Returns:
+        (tuple): ``(generator, name)``: a copy of the best snapshot for ``best``,
+        else the trainer's last EMA or raw generator; the name says which and why.
+    """
+    if config.export_generator == "best":
+        best = evaluator.best
+        name = f"{best['generator']} at step {best['step']} (lowest checkpoint score)"
+        return evaluator.best_generator(), name
+    if config.export_generator == "ema":
+        return trainer.ema_generator, f"ema at step {config.steps} (last)"
+    return trainer.generator, f"raw at step {config.steps} (last)"
+
+
+def _export_entry(config, evaluator, n_validation):
+    """Return the card fields that record which generator snapshot was exported and why."""
+    selection = evaluator.card_entry(n_validation)
+    if config.export_generator == "best":
+        generator, step = evaluator.best["generator"], evaluator.best["step"]
+        reason = "lowest checkpoint score over all evaluations (export_generator = 'best')"
+    else:
+        generator, step = config.export_generator, int(config.steps)
+        reason = f"last {generator} weights (export_generator = {generator!r})"
+    return {
+        "export_generator": config.export_generator,
+        "exported_generator": generator,
+        "exported_step": step,
+        "export_reason": reason,
+        "selection": selection,
     }
 
 

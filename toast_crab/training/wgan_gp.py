@@ -13,8 +13,10 @@ The generator is the CRAB generator; the critic is
 :func:`toast_crab.models.build_wgan_critic`. Data handling, the asinh amplitude
 transform (``scale_w`` = robust standard deviation of the training samples), the
 split by MC run, the logs and the validation figures are those of the ``crab_bce``
-recipe. The exported generator is the raw or EMA snapshot with the best validation
-score seen during training, not the last weights.
+recipe. At every evaluation both generators are diagnosed against fixed validation
+chunks (:mod:`toast_crab.training.diagnostics`). By default the exported generator
+is the raw or EMA snapshot with the lowest checkpoint score seen during training;
+``export_generator`` can choose the last EMA or raw weights instead.
 """
 
 import json
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from . import crab_bce
+from . import crab_bce, diagnostics
 from .config import TomlConfig
 from .crab_bce import compare_chunks, make_training_dataset
 
@@ -78,6 +80,7 @@ class WganGPConfig(TomlConfig):
     adam_beta_1: float = 0.0
     adam_beta_2: float = 0.9
     ema_decay: float = 0.999
+    export_generator: str = "best"
     # [output]
     out_dir: str = "out/wgan_gp"
     bundle_path: str = ""
@@ -98,6 +101,7 @@ class WganGPConfig(TomlConfig):
             for key in (
                 "batch_size", "steps", "n_critic", "gp_weight", "g_learning_rate",
                 "d_learning_rate", "adam_beta_1", "adam_beta_2", "ema_decay",
+                "export_generator",
             )
         },
         "output": {
@@ -142,6 +146,11 @@ class WganGPConfig(TomlConfig):
             raise ValueError(
                 "wgan_gp config entry 'critic_filters' must be a non-empty list of positive "
                 f"ints. Got {list(self.critic_filters)!r}."
+            )
+        if self.export_generator not in crab_bce.EXPORT_CHOICES:
+            raise ValueError(
+                f"wgan_gp config entry 'export_generator' must be one of "
+                f"{list(crab_bce.EXPORT_CHOICES)}. Got {self.export_generator!r}."
             )
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(
@@ -287,7 +296,11 @@ class WganGP(keras.Model):
 
 
 def selection_score(figures):
-    """Return the checkpoint-selection score of one snapshot; lower is better.
+    """Return the amplitude-only score of one snapshot; lower is better.
+
+    It is logged as ``<label>_ks_tail_score`` in ``eval.csv``; snapshots are
+    selected by :func:`toast_crab.training.diagnostics.checkpoint_score`, which
+    also measures diversity and glitch statistics.
 
     The score is ``ks_samples + ks_chunk_max + |log10(r)|`` with ``r`` the ratio of
     generated to reference fraction of samples beyond 5 robust sigma, floored at
@@ -317,14 +330,17 @@ def train_wgan_gp(config, progress=True):
 
     * ``log.csv`` and ``tensorboard/``: every loss and metric for every step, with
       the step time in ms.
-    * ``eval.csv``: figures and selection score of the raw and EMA generator on
-      fixed latents, every ``eval_interval`` steps and at the end.
+    * ``eval.csv``: figures, diagnostics and checkpoint score (``<label>_score``)
+      of the raw and EMA generator on fixed latents, every ``eval_interval`` steps
+      and at the end; also written to TensorBoard under ``eval/``.
     * ``checkpoints/step_*.weights.h5`` and ``final.weights.h5``: trainer weights;
-      ``checkpoints/best_generator.weights.h5``: the selected generator.
-    * ``plots/*.png``, ``config.json`` (the resolved settings) and ``card.json``.
+      ``checkpoints/best_generator.weights.h5``: the best-scoring generator.
+    * ``plots/*.png`` (``diagnostics.png`` among them), ``config.json`` (the
+      resolved settings) and ``card.json``.
 
-    The bundle (the generator snapshot with the lowest :func:`selection_score`)
-    goes to ``config.resolved_bundle_path()``.
+    The bundle goes to ``config.resolved_bundle_path()``. With
+    ``export_generator = "best"`` it is the generator snapshot with the lowest
+    checkpoint score; the card records the snapshot and the reason.
 
     Args:
         config (WganGPConfig): The run settings.
@@ -332,7 +348,8 @@ def train_wgan_gp(config, progress=True):
 
     Returns:
         (dict): ``bundle`` (keras path), ``card`` (the model card), ``out_dir``,
-        ``log_csv``, ``plots`` (list of PNG paths).
+        ``log_csv``, ``plots`` (list of PNG paths of the training curves and
+        samples) and ``diagnostics_plot`` (path of ``diagnostics.png``).
 
     Raises:
         TypeError: If ``config`` is not a ``WganGPConfig``.
@@ -367,7 +384,11 @@ def train_wgan_gp(config, progress=True):
     data["latents"] = latent_rng.standard_normal((n_validation, config.latent_dim)).astype(
         np.float32
     )
-    selector = _BestSnapshot(config, data, trainer, run)
+    selector = crab_bce._SnapshotEvaluator(
+        config, data, trainer, run["eval_csv"],
+        best_path=os.path.join(run["checkpoint_dir"], "best_generator.weights.h5"),
+        extra_columns=_ks_tail_column,
+    )
     run["evaluate"] = selector.evaluate
 
     logger = crab_bce._StepLogger(run, progress=progress)
@@ -383,11 +404,14 @@ def train_wgan_gp(config, progress=True):
     train_seconds = time.perf_counter() - train_start
     trainer.save_weights(os.path.join(run["checkpoint_dir"], "final.weights.h5"))
     if not selector.rows or selector.rows[-1]["step"] != config.steps:
-        selector.evaluate(config.steps)
+        crab_bce.write_final_eval_row(run, selector.evaluate(config.steps))
 
-    exported = selector.exported_generator()
-    validation, generated_w = _validate(config, data, trainer, exported, selector)
+    exported, exported_name = crab_bce.choose_export(config, trainer, selector)
+    validation, generated_w, diagnosis = _validate(
+        config, data, trainer, exported, exported_name
+    )
     plot_paths = plot_wgan_run(run, data, generated_w, config.name)
+    diagnostics_plot = crab_bce.plot_diagnostics_run(run, selector, diagnosis, config.name)
 
     step_ms = [ms for _, ms in logger.step_ms]
     timing = {
@@ -410,7 +434,12 @@ def train_wgan_gp(config, progress=True):
         "out_dir": config.out_dir,
         "log_csv": run["log_csv"],
         "plots": plot_paths,
+        "diagnostics_plot": diagnostics_plot,
     }
+
+
+def _ks_tail_column(label, figures):
+    return {f"{label}_ks_tail_score": selection_score(figures)}
 
 
 def _build_trainer(config, chunk_length):
@@ -437,79 +466,6 @@ def _build_trainer(config, chunk_length):
     return trainer
 
 
-class _BestSnapshot:
-    """Evaluate both generators on fixed latents and keep the best snapshot.
-
-    Each ``evaluate(step)`` appends a row with the figures and selection score of
-    the raw and the EMA generator to ``eval.csv``. When a score beats the best so
-    far, that generator's weights are copied and written to
-    ``checkpoints/best_generator.weights.h5``.
-
-    NOTE: the selection chunks are the first ``n_eval_chunks`` of the validation
-    chunks that the card's final figures also use, so those figures are slightly
-    optimistic for the selected snapshot.
-    """
-
-    def __init__(self, config, data, trainer, run):
-        self.trainer = trainer
-        self.data = data
-        self.n_eval = min(config.n_eval_chunks, data["latents"].shape[0])
-        self.eval_csv = run["eval_csv"]
-        self.best_path = os.path.join(run["checkpoint_dir"], "best_generator.weights.h5")
-        self.rows = []
-        self.best = None
-
-    def evaluate(self, step):
-        reference_w = self.data["validation_w"][: self.n_eval]
-        latents = self.data["latents"][: self.n_eval]
-        row = {"step": step}
-        generators = (("raw", self.trainer.generator), ("ema", self.trainer.ema_generator))
-        for label, generator in generators:
-            generated_w = crab_bce._generate_w(generator, latents, self.data["transform"])
-            figures = compare_chunks(reference_w, generated_w, self.data["train"].sample_rate_hz)
-            tail = figures["fraction_beyond_5_sigma"]
-            rms = figures["rms_w"]
-            row[f"{label}_ks_samples"] = figures["ks_samples"]
-            row[f"{label}_ks_chunk_max"] = figures["ks_chunk_max"]
-            row[f"{label}_rms_ratio"] = rms["generated"] / rms["reference"]
-            row[f"{label}_tail_fraction_ratio"] = tail["generated"] / max(tail["reference"], 1e-300)
-            row[f"{label}_score"] = selection_score(figures)
-            if self.best is None or row[f"{label}_score"] < self.best["score"]:
-                self.best = {
-                    "step": int(step),
-                    "generator": label,
-                    "score": row[f"{label}_score"],
-                    "weights": [np.array(w) for w in generator.get_weights()],
-                }
-                generator.save_weights(self.best_path)
-        self.rows.append(row)
-        crab_bce._write_rows(self.eval_csv, self.rows)
-
-    def exported_generator(self):
-        """Return a copy of the generator with the best snapshot's weights."""
-        generator = keras.models.clone_model(self.trainer.generator)
-        generator.set_weights(self.best["weights"])
-        return generator
-
-    def card_entry(self, n_validation):
-        return {
-            "step": self.best["step"],
-            "generator": self.best["generator"],
-            "score": self.best["score"],
-            "n_evaluations": len(self.rows),
-            "metric": (
-                "ks_samples + ks_chunk_max + |log10(fraction beyond 5 sigma, generated / "
-                f"validation MC, floored at {_TAIL_RATIO_FLOOR:g})| of the raw and the EMA "
-                f"generator on the first {self.n_eval} fixed latents and validation chunks "
-                "at every evaluation; the lowest score is exported"
-            ),
-            "caveat": (
-                f"the {self.n_eval} selection chunks are among the {n_validation} chunks of "
-                "the validation figures, so those figures are slightly optimistic"
-            ),
-        }
-
-
 def _critic_mean_score(critic, chunks_y, batch_size=512):
     scores = [
         np.asarray(critic.predict_on_batch(chunks_y[i : i + batch_size]))
@@ -518,12 +474,13 @@ def _critic_mean_score(critic, chunks_y, batch_size=512):
     return float(np.mean(np.concatenate(scores)))
 
 
-def _validate(config, data, trainer, exported, selector):
+def _validate(config, data, trainer, exported, exported_name):
     """Measure the exported and the last raw generator on the held-out chunks.
 
     Returns:
-        (tuple): The card's ``validation`` entry and the exported generator's
-        chunks, (n_chunks, chunk_length) float64, W.
+        (tuple): The card's ``validation`` entry, the exported generator's chunks
+        ((n_chunks, chunk_length) float64, W) and their diagnosis on all
+        validation chunks.
     """
     sample_rate_hz = data["train"].sample_rate_hz
     validation_w = data["validation_w"]
@@ -538,6 +495,11 @@ def _validate(config, data, trainer, exported, selector):
     baseline_index = np.sort(
         baseline_rng.choice(data["train"].n_chunks, size=n_baseline, replace=False)
     )
+    baseline_w = data["train"].chunks[baseline_index]
+    diagnosis = diagnostics.diagnose(validation_w, generated_w, seed=config.seed)
+    baseline_diagnosis = diagnostics.diagnose(
+        validation_w[:n_baseline], baseline_w, seed=config.seed
+    )
 
     validation = {
         "method": (
@@ -545,8 +507,9 @@ def _validate(config, data, trainer, exported, selector):
             "vs the same number of generated chunks from fixed latents "
             f"(SeedSequence([{config.seed}, 1])); 'reference' is the validation MC"
         ),
-        "generator": f"{selector.best['generator']} at step {selector.best['step']}",
+        "generator": exported_name,
         "figures": compare_chunks(validation_w, generated_w, sample_rate_hz),
+        "diagnostics": diagnostics.diagnosis_to_json(diagnosis),
         "last_raw_generator": {
             "generator": f"raw at step {config.steps}",
             "figures": compare_chunks(validation_w, last_w, sample_rate_hz),
@@ -560,12 +523,11 @@ def _validate(config, data, trainer, exported, selector):
         },
         "mc_vs_mc": {
             "method": "the same figures for training-split MC chunks vs the validation MC chunks",
-            "figures": compare_chunks(
-                validation_w[:n_baseline], data["train"].chunks[baseline_index], sample_rate_hz
-            ),
+            "figures": compare_chunks(validation_w[:n_baseline], baseline_w, sample_rate_hz),
+            "diagnostics": diagnostics.diagnosis_to_json(baseline_diagnosis),
         },
     }
-    return validation, generated_w
+    return validation, generated_w, diagnosis
 
 
 def plot_wgan_run(run, data, generated_w, title):
@@ -632,9 +594,6 @@ def _make_card(config, data, trainer, timing, validation, selector):
         "settings": config.to_toml_dict(),
         "seed": config.seed,
         "adversarial_steps": int(config.steps),
-        "exported_generator": selector.best["generator"],
-        "exported_step": selector.best["step"],
-        "selection": selector.card_entry(n_validation),
         "generator_params": int(trainer.generator.count_params()),
         "critic_params": int(trainer.critic.count_params()),
         "wall_time_s": None,
@@ -647,6 +606,7 @@ def _make_card(config, data, trainer, timing, validation, selector):
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     training.update(timing)
+    training.update(crab_bce._export_entry(config, selector, n_validation))
     return {
         "schema": CARD_SCHEMA,
         "schema_version": CARD_SCHEMA_VERSION,
