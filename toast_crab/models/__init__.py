@@ -2,8 +2,10 @@
 
 Importing this package registers every custom layer that a saved toast_crab
 generator may contain, so ``keras.saving.load_model`` can rebuild it. The CRAB
-networks use built-in Keras layers only; the WGAN-GP critic adds two registered
-layers (``FirstDifference``, ``MinibatchStddev``).
+networks use built-in Keras layers only. The WGAN-GP critic adds two registered
+layers (``FirstDifference``, ``MinibatchStddev``), the VAE generator three
+(``LatentSlice``, ``PositiveScale``, ``StudentTNoise``) and the seamless generator
+one (``ConditionBroadcast``).
 """
 
 from .crab import (
@@ -11,6 +13,13 @@ from .crab import (
     CRAB_GENERATOR_PARAMS,
     build_crab_discriminator,
     build_crab_generator,
+)
+from .seamless import (
+    ConditionBroadcast,
+    build_seamless_critic,
+    build_seamless_generator,
+    halo_latents,
+    latent_stride,
 )
 from .vae import (
     LatentSlice,
@@ -30,6 +39,11 @@ __all__ = [
     "MinibatchStddev",
     "build_crab_generator",
     "build_wgan_critic",
+    "ConditionBroadcast",
+    "build_seamless_critic",
+    "build_seamless_generator",
+    "halo_latents",
+    "latent_stride",
     "LatentSlice",
     "PositiveScale",
     "StudentTNoise",
