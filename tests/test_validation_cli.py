@@ -228,7 +228,7 @@ def test_cli_conditioned_bundle_outside_range_fails(mc_file, tmp_path, capsys):
     status = _run(["--bundle", bundle, "--mc", mc_file, "--out", str(tmp_path / "r"),
                    "--n-chunks", "30", "--n-calibration", "2", "--no-c2st", "--phi-gv", "1.5"])
     assert status == 2
-    assert "phi = 1.5 GV of the MC lies outside the range [0.3, 0.75]" in capsys.readouterr().err
+    assert "phi = 1.5 GV lies outside the range [0.3, 0.75]" in capsys.readouterr().err
 
 
 def test_split_of_multi_file_card(mc_file):

@@ -36,6 +36,7 @@ __all__ = [
     "bundle_paths",
     "default_bundle_path",
     "load_bundle",
+    "network_condition",
     "read_card",
     "save_bundle",
     "validate_card",
@@ -276,6 +277,33 @@ def _validate_conditioning(card, source):
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def network_condition(card, phi_gv):
+    """Return the network input of a flux-conditioned card for a value of phi.
+
+    Args:
+        card (dict): A validated card with a ``phi_gv`` conditioning entry.
+        phi_gv (float): Solar modulation potential, GV.
+
+    Returns:
+        (tuple): ``((phi_gv - offset) / scale,)``.
+
+    Raises:
+        ValueError: If the card is not conditioned, or ``phi_gv`` lies outside the
+            range the model was trained on.
+    """
+    entry = card["conditioning"].get("phi_gv")
+    if entry is None:
+        raise ValueError(f"Model {card['name']!r} is not conditioned on the cosmic-ray flux.")
+    low, high = entry["range"]
+    phi_gv = float(phi_gv)
+    if not low - 1.0e-9 <= phi_gv <= high + 1.0e-9:
+        raise ValueError(
+            f"phi = {phi_gv:.4g} GV lies outside the range [{low:g}, {high:g}] GV that model "
+            f"{card['name']!r} was trained on."
+        )
+    return ((phi_gv - entry["offset"]) / entry["scale"],)
 
 
 def read_card(path):

@@ -44,7 +44,7 @@ from toast.mpi import MPI
 from toast.observation import default_values as defaults
 
 from toast_crab import instrument
-from toast_crab.bundle import default_bundle_path, read_card
+from toast_crab.bundle import default_bundle_path, network_condition, read_card
 from toast_crab.calibration import dpdt_cmb
 from toast_crab.ops import InjectCRAB, SimCosmicRayMC
 
@@ -232,14 +232,14 @@ def check_model(op, sample_rate_hz, schedule=None):
             "the cosmic-ray flux. Leave phi unset or choose a flux-conditioned bundle."
         )
     if card["conditioning"] and schedule is not None:
-        low, high = card["conditioning"]["phi_gv"]["range"]
         for name, phi_gv in observation_phi_gv(op, schedule).items():
-            if not low - 1.0e-9 <= phi_gv <= high + 1.0e-9:
+            try:
+                network_condition(card, phi_gv)
+            except ValueError as err:
                 raise ValueError(
-                    f"phi = {phi_gv:.4g} GV for observation {name!r} lies outside the range "
-                    f"[{low:g}, {high:g}] GV that model {card['name']!r} was trained on. Set "
-                    "--inject_crab.phi inside that range."
-                )
+                    f"{err} It is the phi of observation {name!r}; set --inject_crab.phi "
+                    "inside that range."
+                ) from err
     if abs(card["sample_rate_hz"] - sample_rate_hz) > 1.0e-6 * card["sample_rate_hz"]:
         raise ValueError(
             f"Model {card['name']!r} ({path}) was trained at {card['sample_rate_hz']} Hz "

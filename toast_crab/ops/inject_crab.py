@@ -9,7 +9,7 @@ from toast.timing import Timer, function_timer
 from toast.traits import Bool, Float, Int, Quantity, Unicode, Unit, trait_docs
 from toast.utils import Logger, name_UID
 
-from ..bundle import default_bundle_path, load_bundle, read_card
+from ..bundle import default_bundle_path, load_bundle, network_condition, read_card
 from ..calibration import watts_to_units_factors
 from ..devices import DEVICE_POLICIES, MISSING_GPU_ACTIONS, configure_devices
 from ..generation import DEFAULT_COMPONENT, StreamRequest, make_generator, stream_keys
@@ -448,7 +448,6 @@ class InjectCRAB(Operator):
 
     def _condition(self, ob, card, solar_cycle):
         """Return the network-space condition of an observation and its phi (GV)."""
-        entry = card["conditioning"]["phi_gv"]
         if self.phi is not None:
             phi_gv = float(self.phi.to_value(u.GV))
             origin = "InjectCRAB.phi"
@@ -461,14 +460,14 @@ class InjectCRAB(Operator):
                     moment = _first_sample_time(ob)
             phi_gv = float(solar_cycle.phi_gv(moment))
             origin = f"the solar-cycle model at {moment}"
-        low, high = entry["range"]
-        if not low - 1.0e-9 <= phi_gv <= high + 1.0e-9:
+        try:
+            condition = network_condition(card, phi_gv)
+        except ValueError as err:
             raise ValueError(
-                f"phi = {phi_gv:.4g} GV from {origin} for observation {ob.name!r} lies outside "
-                f"the range [{low:g}, {high:g}] GV that model {card['name']!r} was trained on. "
-                "Set InjectCRAB.phi inside that range, or use a model trained over it."
-            )
-        return ((phi_gv - entry["offset"]) / entry["scale"],), phi_gv
+                f"{err} It comes from {origin} for observation {ob.name!r}. Set "
+                "InjectCRAB.phi inside that range, or use a model trained over it."
+            ) from err
+        return condition, phi_gv
 
     def _plan_observation(self, ob, card, detectors, solar_cycle=None):
         """Validate one observation and return what to inject where."""
