@@ -384,3 +384,23 @@ def test_trained_rate_falls_with_phi():
         rates.append(find_events(chunks_w, sigma_w=scale_w, threshold_sigma=5.0).counts.mean())
     assert rates[0] > rates[1] + 1.0
     assert rates[1] > rates[2] + 1.0
+
+
+def test_smoke_bundle_runs_in_inject_crab(smoke_run):
+    from astropy import units as u
+
+    from helpers import create_comm, create_satellite_data
+    from toast_crab.ops import InjectCRAB
+
+    _, result = smoke_run
+    data = create_satellite_data(create_comm(None), n_pix=1, n_obs=1, obs_minutes=2.0)
+    try:
+        InjectCRAB(model=result["bundle"], det_data="cr", det_data_units=u.W,
+                   phi=0.45 * u.GV, block_latents=64).apply(data)
+        for ob in data.obs:
+            for det in ob.local_detectors:
+                values = np.asarray(ob.detdata["cr"][det])
+                assert np.all(np.isfinite(values))
+                assert np.any(values != 0)
+    finally:
+        data.clear()
