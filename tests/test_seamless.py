@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from toast_crab.bundle import default_bundle_path
 from toast_crab.datasets import write_training_set
 # Importing toast_crab.models registers the custom layers that load_model needs.
 from toast_crab.models import build_seamless_critic, build_seamless_generator, halo_latents
@@ -25,7 +26,8 @@ from toast_crab.training.seamless import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE_CONFIG = os.path.join(REPO, "configs", "seamless_smoke.toml")
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "seamless.toml")
-TRAINED_BUNDLE = os.path.join(REPO, "out", "seamless", "seamless.keras")
+# The shipped default model is a seamless, phi-conditioned bundle.
+TRAINED_BUNDLE = default_bundle_path()
 CHUNK_LENGTH = 128
 SAMPLE_RATE_HZ = 19.1
 CONTINUUM_W = 1e-17
@@ -355,11 +357,6 @@ def test_cli_data_replaces_paths(level_paths):
     assert config.crop_length % config.latent_stride == 0
 
 
-@pytest.mark.skipif(
-    not os.path.isfile(TRAINED_BUNDLE),
-    reason="needs the trained bundle out/seamless/seamless.keras from "
-    "`crab-train --config configs/seamless.toml`",
-)
 def test_trained_rate_falls_with_phi():
     # Events above 5 transform scales per 1060 samples. In the reference MC the rate
     # falls from about 13 per chunk at 0.30 GV to about 4 at 0.75 GV. With 400 chunks

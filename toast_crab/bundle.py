@@ -122,7 +122,7 @@ class Bundle:
 def default_bundle_path():
     """Return the path of the generator shipped with toast_crab."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(here, "data", "default_model", "crab_default.keras")
+    return os.path.join(here, "data", "default_model", "seamless.keras")
 
 
 def bundle_paths(path):

@@ -2,7 +2,7 @@
 
 Example::
 
-    crab-validate --bundle toast_crab/data/default_model/crab_default.keras \\
+    crab-validate --bundle toast_crab/data/default_model/seamless.keras \\
         --mc data/mc_train_v1.h5 --out out/validation
 
 The report folder contains ``metrics.json`` (every metric with its MC-vs-MC values,
