@@ -285,6 +285,194 @@ def _condition(card, phi_gv, path):
         ) from err
 
 
+def _load_group_mc(args, training_set, bundle_paths, cards):
+    """Read and check the --group-mc file; return its TrainingSet."""
+    from ..datasets import read_training_set
+    from .sources import check_bundle_compatible
+
+    group_set = read_training_set(args.group_mc)
+    if group_set.chunks.ndim != 3:
+        raise ValueError(
+            f"--group-mc {args.group_mc} contains single-detector chunks of shape "
+            f"{group_set.chunks.shape} (format version 1); the correlation matrix needs "
+            "detector groups (format version 2). Make them with crab-mc --n-detectors 8."
+        )
+    if not np.isclose(group_set.sample_rate_hz, training_set.sample_rate_hz, rtol=1e-6):
+        raise ValueError(
+            f"--group-mc {args.group_mc} is sampled at {group_set.sample_rate_hz:g} Hz but "
+            f"--mc {args.mc} at {training_set.sample_rate_hz:g} Hz. Simulate the groups at "
+            f"{training_set.sample_rate_hz:g} Hz."
+        )
+    for path, card in zip(bundle_paths, cards):
+        try:
+            check_bundle_compatible(card, group_set.sample_rate_hz, group_set.chunk_length, path)
+        except ValueError as err:
+            raise ValueError(f"--group-mc {args.group_mc}: {err}") from None
+    if "chunk_index" not in group_set.labels:
+        raise ValueError(
+            f"--group-mc {args.group_mc} has no chunk_index label (labels: "
+            f"{sorted(group_set.labels)}), so the chunk grid of its runs is unknown. "
+            "Use a file written by crab-mc."
+        )
+    n_runs = np.unique(group_set.labels["run_id"]).size
+    n_sets = 1 + args.n_calibration
+    if n_runs < n_sets:
+        raise ValueError(
+            f"--group-mc {args.group_mc} has {n_runs} MC runs, but the correlation check "
+            f"needs at least {n_sets}: one for the reference and one for each of the "
+            f"--n-calibration {args.n_calibration} MC sets. Simulate more runs (crab-mc "
+            "--n-runs) or lower --n-calibration."
+        )
+    return group_set
+
+
+def _group_sets(group_set, args):
+    """Cut the reference and calibration detector groups from disjoint runs.
+
+    The runs are split into 1 + n_calibration blocks of equal run count, and every set
+    takes the first chunks of its block in run order, as many as the smallest block
+    has (at most --n-chunks).
+
+    Returns:
+        (tuple): (reference DetectorGroups, list of calibration DetectorGroups,
+        (n,) run id and (n,) chunk index of the reference chunks, dict label -> run ids).
+    """
+    from .panel import DetectorGroups
+
+    run_id = np.asarray(group_set.labels["run_id"])
+    chunk_index = np.asarray(group_set.labels["chunk_index"])
+    runs = np.unique(run_id)
+    n_sets = 1 + args.n_calibration
+    per_set = runs.size // n_sets
+    blocks = [runs[i * per_set:(i + 1) * per_set] for i in range(n_sets)]
+    rows = []
+    for block in blocks:
+        chosen = np.flatnonzero(np.isin(run_id, block))
+        rows.append(chosen[np.lexsort((chunk_index[chosen], run_id[chosen]))])
+    n_chunks = min(args.n_chunks, min(r.size for r in rows))
+    rows = [r[:n_chunks] for r in rows]
+
+    labels = ["held-out group MC"] + [f"group MC set {i + 1}" for i in range(args.n_calibration)]
+    sets = [DetectorGroups(label, group_set.chunks[r]) for label, r in zip(labels, rows)]
+    runs_of = {label: sorted(set(int(v) for v in run_id[r])) for label, r in zip(labels, rows)}
+    layout = (run_id[rows[0]], chunk_index[rows[0]])
+    return sets[0], sets[1:], layout, runs_of
+
+
+def _group_stream_uids(mode, n_detectors):
+    """Return the uid that keys each detector's stream, as InjectCRAB chooses it."""
+    if mode == "detector":
+        return list(range(n_detectors))
+    from toast.utils import name_UID
+
+    # InjectCRAB keys a wafer's stream on the uid of "wafer:<wafer name>".
+    return [int(name_UID("wafer:group"))] * n_detectors
+
+
+def _draw_groups(chunk_generator, label, layout, n_detectors, chunk_length, realization,
+                 mode, condition=()):
+    """Draw detector groups with InjectCRAB's stream keys and sample requests.
+
+    Group row ``i`` plays MC run ``layout[0][i]`` as the session (session uid = run
+    id, telescope uid 0) and chunk ``layout[1][i]`` of that session's chunk grid.
+    With mode "detector" detector ``d`` is keyed on uid ``d``, so every detector has
+    its own stream. With mode "wafer" all detectors share one uid and one stream.
+
+    Args:
+        chunk_generator (ChunkGenerator or SequenceGenerator): From
+            :func:`toast_crab.generation.make_generator`.
+        label (str): Label of the new set.
+        layout (tuple): ((n,) run id, (n,) chunk index) of the groups to draw.
+        n_detectors (int): Detectors per group.
+        chunk_length (int): Samples per chunk.
+        realization (int): Realization index of the keys.
+        mode (str): "detector" or "wafer".
+        condition (tuple): Network-space condition of a conditioned sequence model.
+
+    Returns:
+        (DetectorGroups): (n, n_detectors, chunk_length) float64 chunks in W.
+    """
+    from ..generation import StreamRequest, stream_keys
+    from .panel import DetectorGroups
+
+    members = {}
+    for detector, uid in enumerate(_group_stream_uids(mode, n_detectors)):
+        members.setdefault(uid, []).append(detector)
+    requests, targets = [], []
+    for row, (run, index) in enumerate(zip(*layout)):
+        for uid, detectors in members.items():
+            keys = stream_keys(realization, 0, int(run), uid)
+            requests.append(
+                StreamRequest(keys, int(index) * chunk_length, chunk_length, tuple(condition))
+            )
+            targets.append((row, detectors))
+
+    chunks = np.zeros((len(layout[0]), n_detectors, chunk_length))
+    for request_index, offset, values_w in chunk_generator.iter_segments(requests):
+        row, detectors = targets[request_index]
+        chunks[row, detectors, offset:offset + values_w.size] = values_w
+    return DetectorGroups(label, chunks)
+
+
+def _generate_groups(bundle_paths, labels, layout, group_set, args, progress, phi_gv=None):
+    """Return stream mode -> {bundle label: DetectorGroups} for every bundle."""
+    from ..bundle import load_bundle
+    from ..generation import make_generator
+    from .panel import GROUP_STREAM_MODES
+
+    candidates = {mode: {} for mode in GROUP_STREAM_MODES}
+    for path, label in zip(bundle_paths, labels):
+        progress(f"generating groups of {label}")
+        bundle = load_bundle(path)
+        generator = make_generator(bundle, batch_size=args.batch_size)
+        condition = _condition(bundle.card, phi_gv, path) if bundle.conditioning else ()
+        for mode in GROUP_STREAM_MODES:
+            candidates[mode][label] = _draw_groups(
+                generator, f"{label} ({mode} streams)", layout, group_set.n_detectors,
+                group_set.chunk_length, args.seed, mode, condition,
+            )
+    return candidates
+
+
+def _evaluate_groups(group_set, bundle_paths, labels, args, config, progress, phi_gv, notes):
+    """Run the detector-group comparison; return (document dict, GroupResult)."""
+    from .panel import evaluate_groups
+    from .sources import file_sha256
+
+    reference, calibration, layout, runs_of = _group_sets(group_set, args)
+    if phi_gv is not None and "phi_gv" in group_set.labels:
+        group_phi = np.unique(np.round(np.asarray(group_set.labels["phi_gv"]), 6))
+        if group_phi.size != 1 or not np.isclose(group_phi[0], phi_gv):
+            notes.append(
+                f"detector groups: the group MC has phi = {group_phi.tolist()} GV but "
+                f"flux-conditioned bundles run at {phi_gv:g} GV, the value of --mc."
+            )
+    candidates = _generate_groups(bundle_paths, labels, layout, group_set, args, progress, phi_gv)
+    progress("detector correlation matrices")
+    result = evaluate_groups(reference, calibration, candidates, config)
+    document = {
+        "path": os.path.abspath(args.group_mc),
+        "sha256": file_sha256(args.group_mc),
+        "n_detectors": group_set.n_detectors,
+        "n_chunks_in_file": group_set.n_chunks,
+        "chunks_per_set": reference.chunks.shape[0],
+        "provenance": group_set.provenance,
+        "reference_label": result.reference_label,
+        "runs": runs_of,
+        "sigma_w": result.sigma_w,
+        "stream_keys": (
+            "stream_keys(realization=--seed, telescope 0, session = MC run id, uid): uid = "
+            "detector index in 'detector' mode, one shared wafer uid in 'wafer' mode"
+        ),
+        "candidate_sets": result.candidate_sets,
+        "matrices": {
+            label: {quantity: matrix.tolist() for quantity, matrix in pair.items()}
+            for label, pair in result.matrices.items()
+        },
+    }
+    return document, result
+
+
 def _generate(bundle_paths, labels, reference, args, progress, phi_gv=None):
     from ..bundle import load_bundle
     from ..generation import make_generator
