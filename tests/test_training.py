@@ -250,3 +250,19 @@ def test_crab_default_bundle_loads():
     chunks_w = bundle.transform.inverse(bundle.generator.predict_on_batch(latents))
     assert chunks_w.shape == (4, bundle.chunk_length)
     assert np.all(np.isfinite(chunks_w))
+
+
+def test_smoke_bundle_runs_in_inject_crab(smoke_run):
+    from helpers import create_comm, create_satellite_data
+    from toast_crab.ops import InjectCRAB
+
+    _, result = smoke_run
+    data = create_satellite_data(create_comm(None), n_pix=1, n_obs=1, obs_minutes=1.0)
+    try:
+        InjectCRAB(model=result["bundle"], det_data="cr").apply(data)
+        for ob in data.obs:
+            values = np.asarray(ob.detdata["cr"].data)
+            assert np.all(np.isfinite(values))
+            assert np.any(values != 0)
+    finally:
+        data.clear()
