@@ -6,6 +6,8 @@ set -uo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root" || exit 1
 source scripts/setup_env.sh || exit 1
+# setup_env.sh turns on errexit; a failing serial part must not skip the MPI part.
+set +e
 
 echo "== serial tests =="
 python -m pytest -q -p no:cacheprovider tests --ignore=tests/mpi "$@"

@@ -255,11 +255,24 @@ def test_workflow_with_conditioned_seamless_model(tmp_path):
 
 
 def test_workflow_phi_for_unconditioned_model_fails_early(tmp_path):
+    crab_default = os.path.join(REPO, "toast_crab", "data", "models", "crab_default.keras")
     result = run([
         sys.executable, WORKFLOW, "--out_dir", str(tmp_path), "--n_detectors", "2",
         "--num_obs", "1", "--obs_hours", "0.05", "--inject_crab.phi", "Quantity('0.4 GV')",
+        "--inject_crab.model", crab_default,
     ])
     output = result.stdout + result.stderr
     assert result.returncode == 2
     assert "--inject_crab.phi is 0.4 GV, but model" in output
+    assert "Simulated pointing" not in output
+
+
+def test_workflow_phi_outside_model_range_fails_early(tmp_path):
+    result = run([
+        sys.executable, WORKFLOW, "--out_dir", str(tmp_path), "--n_detectors", "2",
+        "--num_obs", "1", "--obs_hours", "0.05", "--inject_crab.phi", "Quantity('2 GV')",
+    ])
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "phi = 2 GV lies outside the range [0.3, 0.75] GV" in output
     assert "Simulated pointing" not in output
