@@ -25,10 +25,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
+# The CRAB chunk model shipped beside the default (a sequence model).
+CRAB_DEFAULT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "toast_crab", "data", "models", "crab_default.keras",
+)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None,
-                        help="Model bundle (default: the shipped model)")
+    parser.add_argument("--model", default=CRAB_DEFAULT,
+                        help="Chunk-model bundle (default: the CRAB model crab_default; "
+                        "time sequence models with bench_injection.py)")
     parser.add_argument("--batch-sizes", default="64,256,1024,4096",
                         help="Comma-separated batch sizes (default: 64,256,1024,4096)")
     parser.add_argument("--repeats", type=int, default=5,
@@ -87,6 +95,12 @@ def main(argv=None):
     import tensorflow as tf
 
     bundle = load_bundle(args.model)
+    if bundle.is_sequence:
+        raise SystemExit(
+            f"bench_generator: model {bundle.card['name']!r} ({args.model}) is a sequence "
+            "model; this script times chunk generators. Time it inside a TOAST run with "
+            f"python benchmarks/bench_injection.py --model {args.model}."
+        )
     rows = []
     progress = tqdm(total=len(devices) * len(batch_sizes), desc="configurations")
     for kind, device, mixed in devices:

@@ -52,6 +52,11 @@ done
 python benchmarks/bench_injection.py --device gpu --mixed-precision --batch-size 8192 \
     --ops inject_crab,sim_noise --hours "${HOURS:-24}" --n-pix "${N_PIX:-19}" \
     --repeats 3 --no-tracemalloc || status=1
+echo "== the same with the CRAB chunk model crab_default =="
+python benchmarks/bench_injection.py --device gpu --batch-size 8192 \
+    --model toast_crab/data/models/crab_default.keras \
+    --ops inject_crab,sim_noise --hours "${HOURS:-24}" --n-pix "${N_PIX:-19}" \
+    --repeats 3 --no-tracemalloc || status=1
 
 echo
 if [ "$status" -ne 0 ]; then
