@@ -59,6 +59,24 @@ def test_compare_same_and_shifted():
     assert result["rms_I"]["passed"] is False
 
 
+def test_compare_rms_scatter_checked():
+    # Same mean RMS, ten times the realization scatter: the z test of the means alone
+    # passes (|z| <= 1.5 here), while the F test on 7 and 7 degrees of freedom gives
+    # p < 1e-3 for a variance ratio near 100.
+    rng = np.random.default_rng(np.random.SeedSequence(22))
+    n_real, n_ell = 8, 40
+    mc = rng.normal(1.0, 0.1, (n_real, 3, n_ell))
+    rms_mc = rng.normal(1.0, 0.05, (n_real, 3))
+    rms_wide = 1.0 + 10.0 * (rng.normal(0.0, 0.05, (n_real, 3)))
+    edges = np.arange(2, n_ell + 1, 8)
+    result = compare_realizations(mc, mc, rms_mc, rms_wide, edges)
+    for stokes in "IQU":
+        assert result[f"rms_{stokes}"]["scatter_p_value"] < 0.01
+        assert result[f"rms_{stokes}"]["passed"] is False
+    same = compare_realizations(mc, mc, rms_mc, rng.normal(1.0, 0.05, (n_real, 3)), edges)
+    assert all(same[f"rms_{stokes}"]["passed"] for stokes in "IQU")
+
+
 def test_compare_needs_two_realizations():
     with pytest.raises(ValueError, match="at least 2 realizations"):
         compare_realizations(np.ones((1, 3, 10)), np.ones((3, 3, 10)), np.ones((1, 3)),

@@ -16,8 +16,10 @@ sqrt(var_MC / n_MC + var_gen / n_gen) over the realizations is turned into the
 normal score z of the same tail probability (t law with Welch-Satterthwaite
 degrees of freedom). A spectrum passes when chi^2 = sum of z^2 over its bins has a
 chi^2(n_bins) p-value >= 0.01, that is, when the generator mean sits within the MC
-realization scatter. Each map RMS passes when |z| <= 3. The same statistics between the two halves of the MC realizations
-are reported as the MC-vs-MC reference.
+realization scatter. Each map RMS passes when |z| <= 3 and a two-sided F test of the
+realization variances has p >= 0.01, so a generator whose maps scatter far more than the
+MC's cannot pass on the means alone. The same statistics between the two halves of the
+MC realizations are reported as the MC-vs-MC reference.
 
 Limitations: the chi^2 law assumes Gaussian bin means and independent bins, which
 holds only roughly for a few realizations of heavy-tailed CR maps on a partial sky;
@@ -44,6 +46,8 @@ CR_KEY = "crab_validation_cr"
 # Smallest chi^2 p-value of a passing spectrum and largest |z| of a passing map RMS.
 SPECTRUM_P_MIN = 0.01
 RMS_Z_MAX = 3.0
+# Smallest two-sided p-value of the F test on the realization scatter of a map RMS.
+SCATTER_P_MIN = 0.01
 
 _SPECTRA = ("TT", "EE", "BB")
 
@@ -309,10 +313,34 @@ def compare_realizations(mc_cls, gen_cls, mc_rms, gen_rms, ell_edges):
             "z": z.tolist(),
         }
     z_rms = _z_scores(mc_rms, gen_rms)
+    mc_rms, gen_rms = np.asarray(mc_rms), np.asarray(gen_rms)
     for index, stokes in enumerate("IQU"):
         value = float(z_rms[index])
-        out[f"rms_{stokes}"] = {"z": value, "passed": bool(np.isfinite(value) and abs(value) <= RMS_Z_MAX)}
+        # Two-sided F test of the realization variances: a generator whose maps scatter
+        # far more (or less) than the MC's would otherwise pass the z test on the means.
+        var_mc = float(np.var(mc_rms[:, index], ddof=1))
+        var_gen = float(np.var(gen_rms[:, index], ddof=1))
+        p_scatter = _variance_ratio_p(var_gen, var_mc, gen_rms.shape[0] - 1, mc_rms.shape[0] - 1)
+        passed = (np.isfinite(value) and abs(value) <= RMS_Z_MAX
+                  and np.isfinite(p_scatter) and p_scatter >= SCATTER_P_MIN)
+        out[f"rms_{stokes}"] = {
+            "z": value,
+            "scatter_ratio": float(np.sqrt(var_gen / var_mc)) if var_mc > 0 else float("nan"),
+            "scatter_p_value": p_scatter,
+            "passed": bool(passed),
+        }
     return out
+
+
+def _variance_ratio_p(var_a, var_b, dof_a, dof_b):
+    """Return the two-sided p-value of the F test of var_a / var_b."""
+    import scipy.stats
+
+    if not (var_a > 0 and var_b > 0):
+        return 1.0 if var_a == var_b else 0.0
+    ratio = var_a / var_b
+    tail = scipy.stats.f.sf(ratio, dof_a, dof_b) if ratio >= 1 else scipy.stats.f.cdf(ratio, dof_a, dof_b)
+    return float(min(1.0, 2.0 * tail))
 
 
 def _plot(path, ell_edges, spectra, rms, labels, colors):
@@ -467,7 +495,8 @@ def run_map_comparison(bundles, mc_config_dict, setup, n_realizations, out_dir, 
         row = {
             "quantity": f"C_ell {key}" if is_spectrum else f"map RMS {key[-1]}",
             "statistic": (f"chi2 p-value over {len(ell_edges) - 1} ell bins (pass >= {SPECTRUM_P_MIN:g})"
-                          if is_spectrum else f"z of the mean (pass |z| <= {RMS_Z_MAX:g})"),
+                          if is_spectrum else f"z of the mean (pass |z| <= {RMS_Z_MAX:g} and "
+                          f"scatter F-test p >= {SCATTER_P_MIN:g})"),
             "values": {},
         }
         entries = dict(comparisons)
@@ -486,7 +515,8 @@ def run_map_comparison(bundles, mc_config_dict, setup, n_realizations, out_dir, 
         f"nside {setup.nside} ({int(np.count_nonzero(hits))} observed pixels). Mean MC map RMS "
         f"I/Q/U: {', '.join(f'{v * 1e6:.3g}' for v in mc_rms)} uK_CMB. Per ell bin, Welch's t of "
         "the difference of the realization means becomes a normal score z; a spectrum passes "
-        "when the chi2 of its z values has p >= 0.01, a map RMS when |z| <= 3."
+        "when the chi2 of its z values has p >= 0.01, a map RMS when |z| <= 3 and the F test "
+        "of the realization scatter has p >= 0.01."
     )
     document = {
         "setup": asdict(setup),
