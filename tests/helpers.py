@@ -117,6 +117,37 @@ def write_tiny_seamless_bundle(folder, name="tiny_seq", channels=4, conditioned=
     return path
 
 
+def synthetic_spike_chunks(n_runs, chunks_per_run, seed, chunk_length, spike_rate=5e-3,
+                           kernel_length=6, continuum_w=1.0e-17):
+    """Return a synthetic training set: Gaussian continuum plus rare one-sided spikes.
+
+    Each run is one continuous timeline cut into chunks. Spikes arrive as a Poisson
+    process (``spike_rate`` per sample) with Pareto amplitudes above 5 continuum
+    sigmas, each followed by an exponential tail of ``kernel_length`` samples.
+
+    Returns:
+        (tuple): ``(chunks, run_ids)``: (n_runs * chunks_per_run, chunk_length) float64 W
+        and the (n,) int run id of every chunk.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    kernel = np.exp(-np.arange(kernel_length) / 1.5)
+    chunks, run_ids = [], []
+    for run in range(n_runs):
+        n_samples = chunks_per_run * chunk_length
+        timeline = continuum_w * rng.standard_normal(n_samples)
+        n_spikes = rng.poisson(spike_rate * n_samples)
+        spikes = np.zeros(n_samples)
+        np.add.at(
+            spikes,
+            rng.integers(0, n_samples, n_spikes),
+            continuum_w * (5.0 + 20.0 * rng.pareto(1.5, n_spikes)),
+        )
+        timeline += np.convolve(spikes, kernel)[:n_samples]
+        chunks.append(timeline.reshape(chunks_per_run, chunk_length))
+        run_ids += [run] * chunks_per_run
+    return np.concatenate(chunks), np.array(run_ids)
+
+
 def edit_card(keras_path, **changes):
     """Rewrite entries of a bundle's card in place."""
     card_path = os.path.splitext(keras_path)[0] + ".json"

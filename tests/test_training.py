@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
+from helpers import synthetic_spike_chunks
 from toast_crab.bundle import load_bundle
 from toast_crab.datasets import read_training_set, split_by_run, write_training_set
 from toast_crab.training import CrabBCEConfig, compare_chunks, robust_sigma, train_crab_bce
@@ -27,30 +28,12 @@ LOG_COLUMNS = {
 }
 
 
-def _synthetic_chunks(n_runs, chunks_per_run, seed):
-    """Gaussian continuum plus rare one-sided exponential spikes, one timeline per run."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    kernel = np.exp(-np.arange(8) / 1.5)
-    chunks, run_ids = [], []
-    for run in range(n_runs):
-        n_samples = chunks_per_run * CHUNK_LENGTH
-        timeline = CONTINUUM_W * rng.standard_normal(n_samples)
-        n_spikes = rng.poisson(2e-3 * n_samples)
-        spikes = np.zeros(n_samples)
-        np.add.at(
-            spikes,
-            rng.integers(0, n_samples, n_spikes),
-            CONTINUUM_W * (5.0 + 20.0 * rng.pareto(1.5, n_spikes)),
-        )
-        timeline += np.convolve(spikes, kernel)[:n_samples]
-        chunks.append(timeline.reshape(chunks_per_run, CHUNK_LENGTH))
-        run_ids += [run] * chunks_per_run
-    return np.concatenate(chunks), np.array(run_ids)
-
-
 @pytest.fixture(scope="module")
 def training_set_path(tmp_path_factory):
-    chunks, run_ids = _synthetic_chunks(n_runs=4, chunks_per_run=16, seed=11)
+    chunks, run_ids = synthetic_spike_chunks(
+        n_runs=4, chunks_per_run=16, seed=11, chunk_length=CHUNK_LENGTH, spike_rate=2e-3,
+        kernel_length=8,
+    )
     path = str(tmp_path_factory.mktemp("data") / "synthetic.h5")
     write_training_set(
         path, chunks, {"run_id": run_ids}, 19.1, {"kind": "synthetic test set", "seed": 11}
@@ -215,7 +198,10 @@ def test_robust_sigma_gaussian():
 
 
 def test_compare_chunks_identical_and_scaled():
-    chunks, _ = _synthetic_chunks(n_runs=1, chunks_per_run=8, seed=4)
+    chunks, _ = synthetic_spike_chunks(
+        n_runs=1, chunks_per_run=8, seed=4, chunk_length=CHUNK_LENGTH, spike_rate=2e-3,
+        kernel_length=8,
+    )
     same = compare_chunks(chunks, chunks.copy(), 19.1)
     assert same["ks_samples"] == 0.0
     assert same["rms_w"]["generated"] == same["rms_w"]["reference"]

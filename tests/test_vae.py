@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from helpers import create_comm, create_satellite_data
+from helpers import create_comm, create_satellite_data, synthetic_spike_chunks
 from toast_crab.bundle import load_bundle
 from toast_crab.datasets import write_training_set
 from toast_crab.models.vae import (
@@ -30,33 +30,13 @@ SMOKE_CONFIG = os.path.join(REPO, "configs", "vae_smoke.toml")
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "vae.toml")
 CHUNK_LENGTH = 128
 SAMPLE_RATE_HZ = 19.1
-CONTINUUM_W = 1e-17
-
-
-def _synthetic_chunks(n_runs, chunks_per_run, seed):
-    """Gaussian continuum plus rare one-sided exponential spikes, one timeline per run."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    kernel = np.exp(-np.arange(6) / 1.5)
-    chunks, run_ids = [], []
-    for run in range(n_runs):
-        n_samples = chunks_per_run * CHUNK_LENGTH
-        timeline = CONTINUUM_W * rng.standard_normal(n_samples)
-        n_spikes = rng.poisson(5e-3 * n_samples)
-        spikes = np.zeros(n_samples)
-        np.add.at(
-            spikes,
-            rng.integers(0, n_samples, n_spikes),
-            CONTINUUM_W * (5.0 + 20.0 * rng.pareto(1.5, n_spikes)),
-        )
-        timeline += np.convolve(spikes, kernel)[:n_samples]
-        chunks.append(timeline.reshape(chunks_per_run, CHUNK_LENGTH))
-        run_ids += [run] * chunks_per_run
-    return np.concatenate(chunks), np.array(run_ids)
 
 
 @pytest.fixture(scope="module")
 def training_set_path(tmp_path_factory):
-    chunks, run_ids = _synthetic_chunks(n_runs=4, chunks_per_run=40, seed=31)
+    chunks, run_ids = synthetic_spike_chunks(
+        n_runs=4, chunks_per_run=40, seed=31, chunk_length=CHUNK_LENGTH
+    )
     path = str(tmp_path_factory.mktemp("data") / "synthetic.h5")
     write_training_set(
         path, chunks, {"run_id": run_ids}, SAMPLE_RATE_HZ, {"kind": "synthetic test set"}

@@ -199,6 +199,38 @@ def _plot_eval(eval_log, title, path):
     return path
 
 
+def plot_sample_comparison(validation_w, generated_w, sample_rate_hz, scale_w, title,
+                           out_dir, suffix=""):
+    """Write example timestreams, sample histograms and mean PSDs of MC and generator.
+
+    Args:
+        validation_w (array): (n_chunks, chunk_length) float64, W. Held-out MC.
+        generated_w (array): (n_chunks, chunk_length) float64, W. Generator output.
+        sample_rate_hz (float): Sample rate of the chunks.
+        scale_w (float): Scale of the asinh amplitude transform, W.
+        title (str): Prefix of the plot titles.
+        out_dir (str): Folder of the PNG files.
+        suffix (str): Appended to the file names ``examples``, ``histogram`` and ``psd``.
+
+    Returns:
+        (list): Paths of the three PNG files.
+    """
+    return [
+        _plot_examples(
+            validation_w, generated_w, sample_rate_hz, title,
+            os.path.join(out_dir, f"examples{suffix}.png"),
+        ),
+        _plot_histograms(
+            validation_w, generated_w, scale_w, title,
+            os.path.join(out_dir, f"histogram{suffix}.png"),
+        ),
+        _plot_psd(
+            validation_w, generated_w, sample_rate_hz, title,
+            os.path.join(out_dir, f"psd{suffix}.png"),
+        ),
+    ]
+
+
 def plot_training_run(
     log_csv, eval_csv, validation_w, generated_w, sample_rate_hz, scale_w, out_dir, title
 ):
@@ -233,15 +265,10 @@ def plot_training_run(
             f"{title}: discriminator response on real and generated chunks",
             os.path.join(out_dir, "discriminator_response.png"), ylim=(-0.02, 1.02),
         ),
-        _plot_examples(
-            validation_w, generated_w, sample_rate_hz, title,
-            os.path.join(out_dir, "examples.png"),
-        ),
-        _plot_histograms(
-            validation_w, generated_w, scale_w, title, os.path.join(out_dir, "histogram.png")
-        ),
-        _plot_psd(validation_w, generated_w, sample_rate_hz, title, os.path.join(out_dir, "psd.png")),
     ]
+    paths += plot_sample_comparison(
+        validation_w, generated_w, sample_rate_hz, scale_w, title, out_dir
+    )
     if os.path.isfile(eval_csv) and os.path.getsize(eval_csv) > 0:
         paths.append(_plot_eval(read_log(eval_csv), title, os.path.join(out_dir, "evaluation.png")))
     return paths

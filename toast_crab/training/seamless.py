@@ -1044,20 +1044,10 @@ def plot_seamless_run(run, data, evaluator, validation, timeline_w, timeline_lev
     plotted = next((level for level in data["levels"] if level["held_out"]), timeline_level)
     label = f"{title} at phi {plotted['phi_gv']} GV"
     name = f"phi_{plotted['phi_gv']}"
-    paths += [
-        plots._plot_examples(
-            plotted["validation_w"], plotted["generated_w"], sample_rate_hz, label,
-            os.path.join(out_dir, f"examples_{name}.png"),
-        ),
-        plots._plot_histograms(
-            plotted["validation_w"], plotted["generated_w"], data["transform"].scale_w, label,
-            os.path.join(out_dir, f"histogram_{name}.png"),
-        ),
-        plots._plot_psd(
-            plotted["validation_w"], plotted["generated_w"], sample_rate_hz, label,
-            os.path.join(out_dir, f"psd_{name}.png"),
-        ),
-    ]
+    paths += plots.plot_sample_comparison(
+        plotted["validation_w"], plotted["generated_w"], sample_rate_hz,
+        data["transform"].scale_w, label, out_dir, suffix=f"_{name}",
+    )
     return paths
 
 

@@ -769,18 +769,13 @@ def plot_vae_run(run, data, trainer, selector, generated_w, title):
             f"{title}: KL weight beta and mean decoder scale",
             os.path.join(out_dir, "kl_weight_scale.png"),
         ),
-        plots._plot_examples(
-            validation_w, generated_w, sample_rate_hz, title, os.path.join(out_dir, "examples.png")
-        ),
-        plots._plot_histograms(
-            validation_w, generated_w, data["transform"].scale_w, title,
-            os.path.join(out_dir, "histogram.png"),
-        ),
-        plots._plot_psd(
-            validation_w, generated_w, sample_rate_hz, title, os.path.join(out_dir, "psd.png")
-        ),
-        _plot_reconstructions(data, trainer, title, os.path.join(out_dir, "reconstructions.png")),
     ]
+    paths += plots.plot_sample_comparison(
+        validation_w, generated_w, sample_rate_hz, data["transform"].scale_w, title, out_dir
+    )
+    paths.append(
+        _plot_reconstructions(data, trainer, title, os.path.join(out_dir, "reconstructions.png"))
+    )
     if selector.rows:
         paths.append(
             _plot_evaluation(

@@ -564,17 +564,10 @@ def plot_wgan_run(run, data, generated_w, title):
             f"{title}: critic score on real and generated chunks",
             os.path.join(out_dir, "critic_response.png"),
         ),
-        plots._plot_examples(
-            validation_w, generated_w, sample_rate_hz, title, os.path.join(out_dir, "examples.png")
-        ),
-        plots._plot_histograms(
-            validation_w, generated_w, data["transform"].scale_w, title,
-            os.path.join(out_dir, "histogram.png"),
-        ),
-        plots._plot_psd(
-            validation_w, generated_w, sample_rate_hz, title, os.path.join(out_dir, "psd.png")
-        ),
     ]
+    paths += plots.plot_sample_comparison(
+        validation_w, generated_w, sample_rate_hz, data["transform"].scale_w, title, out_dir
+    )
     if os.path.isfile(run["eval_csv"]) and os.path.getsize(run["eval_csv"]) > 0:
         paths.append(
             plots._plot_eval(
