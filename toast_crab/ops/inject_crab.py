@@ -13,8 +13,7 @@ from ..bundle import default_bundle_path, load_bundle, network_condition, read_c
 from ..calibration import watts_to_units_factors
 from ..devices import DEVICE_POLICIES, MISSING_GPU_ACTIONS, configure_devices
 from ..generation import DEFAULT_COMPONENT, StreamRequest, make_generator, stream_keys
-from ..mc.solar_cycle import parse_date
-from .sim_cosmic_ray_mc import _first_sample_time
+from ._modulation import PHI_DATE_OBSERVATION, check_phi, check_phi_date, observation_phi_gv
 
 __all__ = ["InjectCRAB"]
 
@@ -23,8 +22,6 @@ __all__ = ["InjectCRAB"]
 _RATE_RTOL = 1.0e-6
 
 _STREAM_MODES = ("detector", "wafer")
-
-_PHI_DATE_OBSERVATION = "observation"
 
 
 @trait_docs
@@ -164,7 +161,7 @@ class InjectCRAB(Operator):
     )
 
     phi_date = Unicode(
-        _PHI_DATE_OBSERVATION,
+        PHI_DATE_OBSERVATION,
         help="Date of the solar-cycle phi when phi is None: 'observation' (session start "
         "of each observation) or an ISO 8601 date such as '2032-06-01'",
     )
@@ -271,28 +268,11 @@ class InjectCRAB(Operator):
 
     @traitlets.validate("phi")
     def _check_phi(self, proposal):
-        value = proposal["value"]
-        if value is None:
-            return value
-        if not value.unit.is_equivalent(u.V):
-            raise traitlets.TraitError(
-                f"phi must be an electric potential such as Quantity('0.45 GV'). Got {value}."
-            )
-        if not (np.isfinite(value.value) and value.to_value(u.GV) >= 0.0):
-            raise traitlets.TraitError(f"phi must be >= 0 GV. Got {value}.")
-        return value
+        return check_phi(proposal["value"])
 
     @traitlets.validate("phi_date")
     def _check_phi_date(self, proposal):
-        value = proposal["value"]
-        if value != _PHI_DATE_OBSERVATION:
-            try:
-                parse_date(value, name="phi_date")
-            except (TypeError, ValueError) as error:
-                raise traitlets.TraitError(
-                    f"{error}, or use '{_PHI_DATE_OBSERVATION}' for the date of each observation"
-                ) from error
-        return value
+        return check_phi_date(proposal["value"])
 
     @traitlets.validate("device")
     def _check_device(self, proposal):
@@ -448,18 +428,7 @@ class InjectCRAB(Operator):
 
     def _condition(self, ob, card, solar_cycle):
         """Return the network-space condition of an observation and its phi (GV)."""
-        if self.phi is not None:
-            phi_gv = float(self.phi.to_value(u.GV))
-            origin = "InjectCRAB.phi"
-        else:
-            if self.phi_date != _PHI_DATE_OBSERVATION:
-                moment = self.phi_date
-            else:
-                moment = getattr(ob.session, "start", None)
-                if moment is None:
-                    moment = _first_sample_time(ob)
-            phi_gv = float(solar_cycle.phi_gv(moment))
-            origin = f"the solar-cycle model at {moment}"
+        phi_gv, origin = observation_phi_gv(ob, self.phi, self.phi_date, solar_cycle)
         try:
             condition = network_condition(card, phi_gv)
         except ValueError as err:

@@ -1,7 +1,6 @@
 """TOAST operator that adds reference-MC cosmic-ray timestreams to detector data."""
 
 import dataclasses
-import datetime
 import math
 
 import numpy as np
@@ -9,7 +8,6 @@ import toast.rng
 import traitlets
 from astropy import units as u
 from toast.instrument_coords import quat_to_xieta
-from toast.mpi import MPI
 from toast.observation import default_values as defaults
 from toast.ops.operator import Operator
 from toast.timing import Timer, function_timer
@@ -21,7 +19,7 @@ from ..generation import stream_keys
 from ..mc.blocks import BlockRenderer
 from ..mc.config import MCConfig
 from ..mc.hits import HIT_UNIFORMS, HitSampler, Hits, poisson_counts
-from ..mc.solar_cycle import parse_date
+from ._modulation import PHI_DATE_OBSERVATION, check_phi, check_phi_date, observation_phi_gv
 
 __all__ = ["SimCosmicRayMC"]
 
@@ -38,8 +36,6 @@ _KIND_WAFER_HITS = 1
 _KIND_ISLAND_HITS = 2
 _BLOCK_OFFSET = 2**37
 _MAX_COMPONENT = 2**24
-
-_PHI_DATE_OBSERVATION = "observation"
 
 
 def _rng_uniforms(keys, counter, n_values):
@@ -190,7 +186,7 @@ class SimCosmicRayMC(Operator):
     )
 
     phi_date = Unicode(
-        _PHI_DATE_OBSERVATION,
+        PHI_DATE_OBSERVATION,
         help="Date of the solar-cycle phi when phi is None: 'observation' (session start "
         "of each observation) or an ISO 8601 date such as '2032-06-01'",
     )
@@ -267,32 +263,11 @@ class SimCosmicRayMC(Operator):
 
     @traitlets.validate("phi")
     def _check_phi(self, proposal):
-        value = proposal["value"]
-        if value is None:
-            return value
-        if not value.unit.is_equivalent(u.GV):
-            raise traitlets.TraitError(
-                f"phi must be an electric potential such as Quantity('0.35 GV'). Got {value}."
-            )
-        phi_gv = value.to_value(u.GV)
-        if not (np.isfinite(phi_gv) and phi_gv >= 0.0):
-            raise traitlets.TraitError(
-                f"phi must be >= 0 GV. Got {value}. Near solar minimum phi is about "
-                "0.3 GV, at a strong maximum about 1 GV."
-            )
-        return value
+        return check_phi(proposal["value"])
 
     @traitlets.validate("phi_date")
     def _check_phi_date(self, proposal):
-        value = proposal["value"]
-        if value != _PHI_DATE_OBSERVATION:
-            try:
-                parse_date(value, name="phi_date")
-            except (TypeError, ValueError) as error:
-                raise traitlets.TraitError(
-                    f"{error}, or use '{_PHI_DATE_OBSERVATION}' for the date of each observation"
-                ) from error
-        return value
+        return check_phi_date(proposal["value"])
 
     @traitlets.validate("internal_rate")
     def _check_internal_rate(self, proposal):
@@ -443,14 +418,8 @@ class SimCosmicRayMC(Operator):
 
     def _observation_phi_gv(self, ob, config):
         """Return phi of an observation, GV."""
-        if self.phi is not None:
-            return float(self.phi.to_value(u.GV))
-        if self.phi_date != _PHI_DATE_OBSERVATION:
-            return config.solar_cycle.phi_gv(self.phi_date)
-        start = getattr(ob.session, "start", None)
-        if start is None:
-            start = _first_sample_time(ob)
-        return config.solar_cycle.phi_gv(start)
+        phi_gv, _ = observation_phi_gv(ob, self.phi, self.phi_date, config.solar_cycle)
+        return phi_gv
 
     def _config_for_rate(self, ob, config, rate_hz):
         """Return the MC configuration with the readout at the detector rate."""
@@ -619,15 +588,3 @@ def _session_offset(ob, rate_hz):
     first = times[0] - ob.local_index_offset / rate_hz
     # NOTE: exact when samples lie on the session's sample grid, as in SimSatellite.
     return max(0, int(round((first - start.timestamp()) * rate_hz)))
-
-
-def _first_sample_time(ob):
-    """Return the UTC datetime of the observation's first sample, the same on every process.
-
-    Collective over the observation's group communicator.
-    """
-    times = ob.shared[defaults.times].data
-    local_first = float(times[0]) if ob.local_index_offset == 0 and len(times) else math.inf
-    comm = ob.comm.comm_group
-    first = local_first if comm is None else comm.allreduce(local_first, op=MPI.MIN)
-    return datetime.datetime.fromtimestamp(first, tz=datetime.timezone.utc)
