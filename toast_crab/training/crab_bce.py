@@ -34,6 +34,7 @@ from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
 from . import diagnostics
+from .adversarial import AdversarialTrainer
 from .config import TomlConfig
 
 __all__ = [
@@ -236,7 +237,7 @@ def make_training_dataset(chunks_y, batch_size, seed):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-class CrabBCE(keras.Model):
+class CrabBCE(AdversarialTrainer):
     """Generator and discriminator trained with the CRAB binary cross-entropy recipe.
 
     Each ``train_step`` makes ``d_steps`` discriminator updates on the same real
@@ -298,14 +299,8 @@ class CrabBCE(keras.Model):
         self.pretraining = False
         self.built = True
 
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Set the two optimizers. XLA stays off: it is slower on CPU for these nets."""
-        kwargs.setdefault("jit_compile", False)
-        super().compile(**kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
+    def _opponent(self):
+        return self.discriminator
 
     def call(self, latent, training=False):
         return self.generator(latent, training=training)
@@ -360,12 +355,6 @@ class CrabBCE(keras.Model):
         weights = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
         return g_loss
-
-    def _update_ema(self):
-        done = ops.cast(self.g_optimizer.iterations, "float32")
-        decay = ops.minimum(self.ema_decay, (1.0 + done) / (10.0 + done))
-        for average, current in zip(self.ema_generator.weights, self.generator.weights):
-            average.assign(decay * average + (1.0 - decay) * current)
 
     def train_step(self, data):
         real = ops.convert_to_tensor(data, dtype="float32")

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from .adversarial import AdversarialTrainer
 from . import crab_bce
 from .config import TomlConfig
 from .crab_bce import compare_chunks
@@ -264,7 +265,7 @@ def normalise_condition(phi_gv, conditioning_entry):
     return ((phi_gv - offset) / scale).astype(np.float32)
 
 
-class SeamlessGAN(keras.Model):
+class SeamlessGAN(AdversarialTrainer):
     """Generator and patch critic trained with the non-saturating loss and lazy R1.
 
     Each ``train_step`` receives ``(real, condition)``: real crops (batch,
@@ -310,14 +311,8 @@ class SeamlessGAN(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
 
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Set the two optimizers. XLA stays off: it is slower on CPU for these nets."""
-        kwargs.setdefault("jit_compile", False)
-        super().compile(**kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.critic.trainable_variables)
+    def _opponent(self):
+        return self.critic
 
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
@@ -381,12 +376,6 @@ class SeamlessGAN(keras.Model):
         weights = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
         return g_loss
-
-    def _update_ema(self):
-        done = ops.cast(self.g_optimizer.iterations, "float32")
-        decay = ops.minimum(self.ema_decay, (1.0 + done) / (10.0 + done))
-        for average, current in zip(self.ema_generator.weights, self.generator.weights):
-            average.assign(decay * average + (1.0 - decay) * current)
 
     def train_step(self, data):
         real, condition = data

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from .adversarial import AdversarialTrainer
 from . import crab_bce, diagnostics
 from .config import TomlConfig
 from .crab_bce import compare_chunks, make_training_dataset
@@ -193,7 +194,7 @@ def gradient_penalty(critic, real, fake, alpha):
     return ops.mean(ops.square(norms - 1.0)), norms
 
 
-class WganGP(keras.Model):
+class WganGP(AdversarialTrainer):
     """Generator and critic trained with the WGAN-GP recipe.
 
     Each ``train_step`` receives ``n_critic * batch_size`` real chunks and makes
@@ -234,14 +235,8 @@ class WganGP(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
 
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Set the two optimizers. XLA stays off: it is slower on CPU for these nets."""
-        kwargs.setdefault("jit_compile", False)
-        super().compile(**kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.critic.trainable_variables)
+    def _opponent(self):
+        return self.critic
 
     def call(self, latent, training=False):
         return self.generator(latent, training=training)
@@ -278,12 +273,6 @@ class WganGP(keras.Model):
         weights = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
         return g_loss
-
-    def _update_ema(self):
-        done = ops.cast(self.g_optimizer.iterations, "float32")
-        decay = ops.minimum(self.ema_decay, (1.0 + done) / (10.0 + done))
-        for average, current in zip(self.ema_generator.weights, self.generator.weights):
-            average.assign(decay * average + (1.0 - decay) * current)
 
     def train_step(self, data):
         real = ops.convert_to_tensor(data, dtype="float32")
