@@ -3,7 +3,7 @@
 
 The script trains the ``crab_bce`` recipe (a TOML config plus overrides: the same
 seed and number of steps for every size) on nested subsets of a training pool,
-drawn by MC run: the runs of the pool are shuffled once, and each size takes the
+drawn by MC run. The runs of the pool are shuffled once, and each size takes the
 first runs of that order until it contains at least the requested number of chunks.
 Every exported generator is scored against one fixed held-out MC set with the same
 figures: ``compare_chunks``, the checkpoint score and collapse verdict of

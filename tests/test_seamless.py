@@ -314,7 +314,7 @@ def test_unconditioned_single_file(level_paths, tmp_path):
 def test_config_rejects_bad_entries(tmp_path):
     with pytest.raises(ValueError, match="'crop_length' \\(510\\) must be a multiple of the latent stride 4"):
         SeamlessConfig(data_paths=("x.h5",), crop_length=510)
-    with pytest.raises(ValueError, match="holds out phi levels \\[0.5\\] but condition is 'none'"):
+    with pytest.raises(ValueError, match="held_out_levels_gv = \\[0.5\\] is invalid with condition = 'none'"):
         SeamlessConfig(data_paths=("x.h5",), condition="none", held_out_levels_gv=(0.5,))
     with pytest.raises(ValueError, match="'condition' must be one of \\['phi_gv', 'none'\\]. Got 'flux'"):
         SeamlessConfig(data_paths=("x.h5",), condition="flux")

@@ -154,7 +154,7 @@ def test_unknown_condition_rejected(cond_path, tmp_path):
     path = _copy_bundle(cond_path, tmp_path, "kp")
     edit_card(path, conditioning={"kp_index": {"unit": "", "offset": 0, "scale": 1,
                                                "range": [0, 9]}})
-    with pytest.raises(BundleError, match=r"\['kp_index'\]; this toast_crab knows"):
+    with pytest.raises(BundleError, match=r"\['kp_index'\]; this toast_crab supports"):
         read_card(path)
 
 

@@ -251,4 +251,5 @@ def test_split_of_multi_file_card(mc_file):
     split = bundle_split({"name": "m", "training_data": trained}, training_set, mc_file, sha,
                          0.1, 0)
     np.testing.assert_array_equal(split.held_out_runs, [2, 5])
-    assert 2 not in split.training_runs and split.training_runs.size == runs.size - 2
+    assert 2 not in split.training_runs
+    assert split.training_runs.size == runs.size - 2

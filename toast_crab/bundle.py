@@ -245,7 +245,7 @@ def _validate_conditioning(card, source):
     unknown = sorted(set(conditioning) - set(CONDITIONING_VARIABLES))
     if unknown:
         raise BundleError(
-            f"{source} declares conditioning variables {unknown}; this toast_crab knows "
+            f"{source} declares conditioning variables {unknown}; this toast_crab supports "
             f"{list(CONDITIONING_VARIABLES)}. Upgrade toast_crab or choose another bundle."
         )
     for name, entry in conditioning.items():

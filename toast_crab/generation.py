@@ -357,7 +357,7 @@ _TILE_OFFSET = 2**39
 def draw_latent_tiles(keys, tile_indices, latent_channels, component=DEFAULT_COMPONENT):
     """Draw tiles of a latent sequence, ``TILE_LATENTS`` positions per tile.
 
-    Tile ``k`` of a stream holds latent positions ``[k * TILE_LATENTS, (k + 1) *
+    Tile ``k`` of a stream contains latent positions ``[k * TILE_LATENTS, (k + 1) *
     TILE_LATENTS)`` counted from the first sample of the session, and is one
     Threefry stream with ``counter1 = component * 2**40 + 2**39 + k``.
 
@@ -445,9 +445,9 @@ class SequenceGenerator:
     generator over the whole latent sequence up to float32 rounding.
 
     The latent sequence is drawn in tiles of ``TILE_LATENTS`` positions with the
-    stream keys of :func:`stream_keys` (see :func:`draw_latent_tiles`), so a sample's
-    latents do not depend on the block size, on which process holds it or on how the
-    data are distributed.
+    stream keys of :func:`stream_keys` (see :func:`draw_latent_tiles`). A sample's
+    latents therefore do not depend on the block size, on the process that computes
+    it, or on how the data are distributed.
 
     Args:
         bundle (Bundle): A loaded sequence-family bundle.
@@ -578,8 +578,8 @@ class SequenceGenerator:
             c[:n_rows] = conditions
         y = self._infer(z, c).numpy()
         edge = self.halo * self.stride
-        kept = y[:n_rows, edge : edge + self.block_length]
-        return self.bundle.transform.inverse(kept)
+        cropped = y[:n_rows, edge : edge + self.block_length]
+        return self.bundle.transform.inverse(cropped)
 
     def iter_segments(self, requests):
         """Generate the requested sample ranges, one contiguous segment at a time.

@@ -68,9 +68,10 @@ class InjectCRAB(Operator):
 
     Sequence (seamless) models: for a bundle of a sequence family the timeline is
     built from blocks of ``block_latents`` latent positions anchored at the session
-    start; neighbouring blocks share the latents of their overlap and keep only
-    samples outside the model's halo, so the timestream has no seams and equals one
-    pass of the generator over the whole observation up to float32 rounding.
+    start. Neighbouring blocks share the latents of their overlap and keep only the
+    samples beyond the model's halo. The timestream therefore has no seams and equals
+    one pass of the generator over the whole observation (bit for bit on the CPU in
+    the tests; up to float32 rounding elsewhere).
 
     Flux conditioning: a bundle conditioned on the solar modulation potential gets
     ``phi`` when set, else phi(t) of the solar-cycle model (``mc_config``'s

@@ -10,8 +10,8 @@ weight multiplied by ``r1_interval`` (Karras et al. 2020, arXiv:1912.04958). An
 exponential moving average (EMA) of the generator weights is kept.
 
 Training matches inference: each fake crop comes from ``crop_length / S + 2 H``
-latent positions, and the ``H * S`` samples at each end are dropped, so the critic
-never sees outputs that depend on zero padding. Real crops start at random offsets
+latent positions, and the ``H * S`` samples at each end are dropped, so no critic
+input depends on the zero padding at the sequence edges. Real crops start at random offsets
 inside the MC chunks.
 
 Conditioning: with ``condition = "phi_gv"`` each chunk's solar modulation potential
@@ -233,8 +233,8 @@ class SeamlessConfig(TomlConfig):
             )
         if self.condition == "none" and self.held_out_levels_gv:
             raise ValueError(
-                f"seamless config holds out phi levels {list(self.held_out_levels_gv)} but "
-                "condition is 'none'. Set condition = \"phi_gv\" or held_out_levels_gv = []."
+                f"seamless config entry held_out_levels_gv = {list(self.held_out_levels_gv)} "
+                "is invalid with condition = 'none'. Set condition = \"phi_gv\" or held_out_levels_gv = []."
             )
         if self.crop_length % self.latent_stride != 0:
             raise ValueError(
@@ -444,10 +444,11 @@ def _prepare_data(config):
     """Read, split by level and run, and transform the training sets.
 
     Returns:
-        (dict): ``train_y`` (n, chunk_length) float32 and ``train_condition``
-        (n, 1) float32; ``levels`` (list of dicts with ``phi_gv``, ``held_out``,
-        ``validation_w`` and ``n_train``); ``transform``, ``conditioning`` (the
-        card entry), ``sample_rate_hz``, ``chunk_length``, ``files`` (provenance).
+        (dict): The training arrays ``train_y`` (n, chunk_length) float32 and
+        ``train_condition`` (n, 1) float32. ``levels`` is a list of dicts with
+        ``phi_gv``, ``held_out``, ``validation_w`` and ``n_train``. The other entries
+        are ``transform``, ``conditioning`` (the card entry), ``sample_rate_hz``,
+        ``chunk_length`` and ``files`` (provenance).
     """
     from ..datasets import split_by_run
     from ..transforms import AsinhTransform

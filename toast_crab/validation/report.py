@@ -391,12 +391,12 @@ def _groups_markdown(groups, labels, panel):
     lines = ["## Detector groups", ""]
     lines.append(
         f"Detector-by-detector Pearson correlation matrices of {groups['chunks_per_set']} "
-        f"groups of {groups['n_detectors']} detectors: {groups['reference_label']} (runs "
-        f"{groups['runs'][groups['reference_label']]}) against {len(groups['runs']) - 1} independent "
-        "MC group sets of the same size from other runs, and each bundle's groups drawn with "
-        "InjectCRAB's stream keys in both stream modes (`detector`: every detector its own "
-        "stream; `wafer`: one stream shared by the group). The `correlation_matrix_*` rows "
-        "of the table above judge them."
+        f"groups of {groups['n_detectors']} detectors. The {groups['reference_label']} (runs "
+        f"{groups['runs'][groups['reference_label']]}) is compared with "
+        f"{len(groups['runs']) - 1} independent MC group sets of the same size from other "
+        "runs. Each bundle's groups are drawn with InjectCRAB's stream keys in both stream "
+        "modes: `detector` gives every detector its own stream, `wafer` one stream shared by "
+        "the group. The `correlation_matrix_*` rows of the table above judge them."
     )
     lines.append("")
 
